@@ -1,0 +1,35 @@
+# Set-up and everyday commands. `make test` and `make demo` install what is missing first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch/torchvision pair that installs from this project's CPU machines' local wheel store and is
+# the regular (CUDA-enabled) build on a GPU box. A torch already in the venv is kept as it is.
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install test bench doctor clean
+
+install: $(STAMP)
+
+# The stamp depends on pyproject.toml, so a second `make install` does nothing unless deps changed.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_PAIR)
+	$(PIP) install -q -e ".[test]"
+	@# PlayCanvas' splat-transform validates our .ply files in the tests; optional where npm is missing.
+	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix .tools @playcanvas/splat-transform@3.7.0 \
+		|| echo "note: splat-transform not installed; its .ply test will be skipped"; fi
+	touch $(STAMP)
+
+test: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) benchmarks/render.py
+
+doctor: install
+	$(VENV)/bin/splat-portrait doctor
+
+clean:
+	rm -rf $(VENV) build *.egg-info
