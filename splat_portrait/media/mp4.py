@@ -1,0 +1,91 @@
+"""Streaming H.264 MP4 writer with the speech muxed in, through the ffmpeg binary of imageio-ffmpeg.
+
+Frames are piped to ffmpeg one at a time, so memory stays bounded however long the video is. The
+file appears under its final name only when ffmpeg finished cleanly (atomic rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from splat_portrait.atomic import atomic_path
+from splat_portrait.errors import SplatPortraitError
+from splat_portrait.media.ffmpeg import ffmpeg_exe
+
+
+class Mp4Writer:
+    """Write RGB frames (H, W, 3) uint8 as H.264/yuv420p at ``fps``, with ``audio`` muxed in as AAC.
+
+    Use as a context manager; an exception inside the block discards the partial file. H.264 in
+    yuv420p needs even sizes, so odd widths/heights are padded by one edge pixel.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        fps: float = 25.0,
+        audio: str | os.PathLike | None = None,
+        crf: int = 18,
+    ) -> None:
+        self.path = Path(path)
+        self.width, self.height, self.fps = width, height, fps
+        self.audio = Path(audio) if audio is not None else None
+        self.crf = crf
+        self.frames_written = 0
+        self._stack: contextlib.ExitStack | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def _command(self, output: Path) -> list[str]:
+        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+        cmd += ["-s", f"{self.width}x{self.height}", "-r", f"{self.fps}", "-i", "-"]
+        if self.audio is not None:
+            cmd += ["-i", str(self.audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+        pad = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+        cmd += ["-vf", pad, "-c:v", "libx264", "-preset", "veryfast", "-crf", str(self.crf), "-pix_fmt", "yuv420p"]
+        cmd += ["-movflags", "+faststart", "-f", "mp4", str(output)]
+        return cmd
+
+    def __enter__(self) -> Mp4Writer:
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._proc = subprocess.Popen(self._command(tmp), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            raise SplatPortraitError(f"could not write {self.path}: {self._finish_ffmpeg()[1]}") from None
+        self.frames_written += 1
+
+    def _finish_ffmpeg(self) -> tuple[int, str]:
+        """Close ffmpeg's input and wait: (exit code, its last error line)."""
+        if not self._proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self._proc.stdin.close()
+        err = self._proc.stderr.read().decode(errors="replace").strip()
+        return self._proc.wait(), (err.splitlines()[-1] if err else "")
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self._proc.kill()
+            self._finish_ffmpeg()
+            self._stack.__exit__(exc_type, exc, tb)
+            return
+        code, err = self._finish_ffmpeg()
+        if code != 0 or self.frames_written == 0:
+            reason = err or (f"ffmpeg exit code {code}" if code else "no frames were written")
+            failure = SplatPortraitError(f"could not write {self.path}: {reason}")
+            self._stack.__exit__(type(failure), failure, None)
+            raise failure
+        self._stack.__exit__(None, None, None)
