@@ -1,0 +1,1 @@
+"""Faces in images: detection and landmarks, the aligned square crop, and head pose from landmarks."""
