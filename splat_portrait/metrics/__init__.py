@@ -1,0 +1,106 @@
+"""Evaluation metrics of the paper's tables: PSNR, SSIM, LPIPS, CSIM, FID and LipSync.
+
+:func:`build_metric` gives each metric ready to run, or an :class:`Unavailable` with the reason
+(missing weights or package) for the results table and metrics.json. A built metric's ``compute``:
+
+* ``psnr``, ``ssim``, ``lpips``: ``(pred, target)`` [0, 1] RGB batches -> per-image tensor (B,);
+* ``csim``: ``(images, reference_images)`` -> :class:`~splat_portrait.metrics.identity.CsimResult`;
+* ``fid``: ``(images)`` -> (B, 2048) Inception features; the distance between the features of two
+  sets is :func:`~splat_portrait.metrics.fid.fid_from_features`;
+* ``lipsync``: ``(frames, samples)`` 25 fps RGB uint8 frames and 16 kHz audio ->
+  :class:`~splat_portrait.metrics.syncnet.SyncResult` (LSE-D = ``min_dist``, LSE-C = ``confidence``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from splat_portrait.metrics import image
+from splat_portrait.metrics.availability import MetricUnavailable
+from splat_portrait.metrics.fid import InceptionFeatures
+from splat_portrait.metrics.identity import ArcFaceEmbedder, DlibFaceEmbedder, FaceEmbedder, csim
+from splat_portrait.metrics.lpips import Lpips
+from splat_portrait.metrics.syncnet import LipSync
+
+METRICS = ("psnr", "ssim", "lpips", "csim", "fid", "lipsync")
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Choices and weight locations for the metrics that need them."""
+
+    lpips_net: Literal["alex", "vgg"] = "alex"
+    face_recognizer: Literal["dlib", "arcface"] = "dlib"
+    arcface_onnx: Path | None = None
+    syncnet_weights: Path | None = None
+    # Fetch missing torchvision / Inception weights into torch hub's cache instead of reporting them.
+    allow_download: bool = False
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A runnable metric; ``implementation`` names the network and weights, since numbers differ between them."""
+
+    name: str
+    implementation: str
+    compute: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A metric that cannot run here, and why."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"unavailable: {self.reason}"
+
+
+def _face_embedder(options: MetricOptions) -> FaceEmbedder:
+    if options.face_recognizer == "arcface":
+        return ArcFaceEmbedder(options.arcface_onnx)
+    if options.face_recognizer == "dlib":
+        return DlibFaceEmbedder()
+    raise ValueError(f"face recognizer must be 'dlib' or 'arcface', got {options.face_recognizer!r}")
+
+
+def _csim(options: MetricOptions) -> Metric:
+    embedder = _face_embedder(options)
+    return Metric("csim", embedder.name, partial(csim, embedder))
+
+
+def _named(name: str, metric: Any) -> Metric:
+    return Metric(name, metric.name, metric)
+
+
+# Each builder constructs its metric eagerly, so missing weights surface here and not mid-evaluation.
+_BUILDERS: dict[str, Callable[[MetricOptions], Metric]] = {
+    "psnr": lambda o: Metric("psnr", "psnr on [0, 1] RGB", image.psnr),
+    "ssim": lambda o: Metric("ssim", "ssim, 11x11 Gaussian window (sigma 1.5) on [0, 1] RGB", image.ssim),
+    "lpips": lambda o: _named("lpips", Lpips(o.lpips_net, o.device, o.allow_download)),
+    "csim": _csim,
+    "fid": lambda o: _named("fid", InceptionFeatures(o.device, o.allow_download)),
+    "lipsync": lambda o: _named("lipsync", LipSync(o.syncnet_weights, o.device)),
+}
+
+
+def build_metric(name: str, options: MetricOptions = MetricOptions()) -> Metric | Unavailable:
+    """The metric ``name`` ready to run, or :class:`Unavailable` when its weights or package are missing.
+
+    A weights file that is given but broken still raises :class:`~splat_portrait.errors.SplatPortraitError`:
+    the user asked for it, so it is an error, not a gap in the table.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+    try:
+        return _BUILDERS[name](options)
+    except MetricUnavailable as err:
+        return Unavailable(name, str(err))
+
+
+__all__ = ["METRICS", "Metric", "MetricOptions", "MetricUnavailable", "Unavailable", "build_metric"]
