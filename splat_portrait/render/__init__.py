@@ -1,0 +1,13 @@
+"""Differentiable rendering of Gaussian splats: ``render(splats, viewmats, Ks, width, height)``.
+
+Two backends draw the same image: ``"gsplat"`` (its fused CUDA kernels) and ``"torch"`` (ours,
+any device, tile-binned and vectorised), which follows gsplat's projection and compositing rules
+exactly; ``"auto"`` takes gsplat where its kernels run. Module map: ``projection`` (EWA splat
+projection), ``torch_backend`` (binning + compositing with a hand-written backward),
+``gsplat_backend`` (the gsplat call and its availability check), ``api`` (this entry point).
+"""
+
+from splat_portrait.render.api import BACKENDS, RenderOutput, render, resolve_backend
+from splat_portrait.render.gsplat_backend import gsplat_status
+
+__all__ = ["BACKENDS", "RenderOutput", "gsplat_status", "render", "resolve_backend"]
