@@ -1,0 +1,101 @@
+"""The settings of a training run, stored inside every checkpoint it writes.
+
+A :class:`TrainConfig` holds only built-in types, so ``to_dict()`` goes into a checkpoint as is
+and a checkpoint alone says how it was made. Resuming compares the stored config with the new
+one: fields in :data:`RESUMABLE_FIELDS` may change (how long to run, how often to save, how many
+loader workers), every other difference is refused because the resumed run would no longer be
+the run that was started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from splat_portrait.models.config import config_from_dict, config_to_dict
+
+Stage = Literal["static", "dynamic"]
+STAGES: tuple[str, ...] = ("static", "dynamic")
+# The paper's optimiser (Sec. 3.4).
+PAPER_LR = 2.5e-5
+PAPER_WEIGHT_DECAY = 1e-5
+PAPER_LPIPS_WEIGHT = 0.01
+# Fields that do not change what a step computes, so a resumed run may set them anew.
+RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "preview_every", "workers", "data_dir"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of either stage.
+
+    ``batch_size`` is per process: under ``torchrun`` each of the ``W`` processes takes its own
+    ``batch_size`` samples per step. ``resolution`` None means the preset's (stage I) or the
+    initial checkpoint's (stage II) image size.
+    """
+
+    stage: Stage
+    data_dir: str
+    # Stage I's model size; stage II takes its model (and size) from ``init``.
+    preset: str = "tiny"
+    # Stage II starts from this stage-I checkpoint.
+    init: Optional[str] = None
+    resolution: Optional[int] = None
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = PAPER_LR
+    weight_decay: float = PAPER_WEIGHT_DECAY
+    # Linear warm-up to ``lr`` over this many steps, then constant (0: the paper's constant rate).
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    lpips_weight: float = PAPER_LPIPS_WEIGHT
+    lpips_net: str = "vgg"
+    # The paper's perceptual term also compares VGG-Face features; used when a state dict is given.
+    vggface: Optional[str] = None
+    vggface_weight: float = PAPER_LPIPS_WEIGHT
+    # Score distillation: off without a prior checkpoint (``splat-portrait train-prior``).
+    prior: Optional[str] = None
+    sds_weight: float = 0.0
+    sds_band: tuple[float, float] = (0.6, 0.8)
+    # Euler steps of the denoising run (None: every schedule level below the start).
+    sds_euler_steps: Optional[int] = None
+    sds_yaw_deg: float = 45.0
+    sds_pitch_deg: float = 12.5
+    freeze_static: bool = False
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    preview_every: int = 200
+    workers: int = 0
+    # bf16 autocast of the networks on CUDA (ignored on CPU).
+    amp: bool = True
+    render_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "preview_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.stage == "dynamic" and self.init is None:
+            raise ValueError("stage II (dynamic) starts from a stage-I checkpoint: init is required")
+        if self.stage == "static" and (self.init is not None or self.freeze_static):
+            raise ValueError("init and freeze_static belong to stage II (dynamic)")
+        if self.sds_weight > 0 and self.prior is None:
+            raise ValueError("score distillation (sds_weight > 0) needs a prior checkpoint")
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return config_from_dict(cls, data)
+
+
+def resume_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
+    """``"name: saved -> current"`` for every setting a resumed run may not change."""
+    now = current.to_dict()
+    names = sorted((set(saved) | set(now)) - RESUMABLE_FIELDS)
+    return [f"{n}: {saved.get(n)!r} -> {now.get(n)!r}" for n in names if saved.get(n) != now.get(n)]

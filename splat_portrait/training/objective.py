@@ -1,0 +1,169 @@
+"""The training objective: the paper's eqs. 1 and 2 (L2 + lambda * LPIPS on I_i and I_n) plus SDS (eqs. 5, 6).
+
+One step predicts splats from the source frame ``I_i`` (they live in its view space), renders them
+at the source camera and at the target frame ``I_n``'s camera (``viewmat =
+camera.relative_pose(c2w_i, c2w_n)``) and compares each render with its frame twice: composited
+over a random flat colour and over the predicted 2D background (Sec. 3.1). Stage II renders
+``I_n`` with the dynamic offsets Δd of the audio at ``t_n`` and ``ΔT = t_n - t_i``; ``I_i`` keeps
+Δd = 0 (eq. 2). Every term sums over the two views and averages over the backgrounds and the
+batch, so ``l2`` is eq. 1's ``||I_i - I_i*||² + ||I_n - I_n*||²`` with per-pixel means.
+
+Score distillation renders the static splats at a random extreme pose (yaw +-45, pitch +-12.5
+degrees around the source camera), brings the render into the prior's framing and pulls it
+towards the prior's denoised version (Sec. 3.3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from splat_portrait import camera
+from splat_portrait.losses import LPIPSLoss, VGGFaceLoss, mse
+from splat_portrait.models.talking_head import Encoded, TalkingHead
+from splat_portrait.prior import EDMDenoiser, ffhq_crop, load_denoiser, random_extreme_poses, score_distillation_loss
+from splat_portrait.render import RenderOutput, render
+from splat_portrait.splats import Splats
+from splat_portrait.training.config import TrainConfig
+
+
+@dataclass
+class Critics:
+    """The frozen networks the objective compares renders with; None switches that term off."""
+
+    lpips: nn.Module | None = None
+    vggface: nn.Module | None = None
+    prior: EDMDenoiser | None = None
+
+
+def build_critics(config: TrainConfig, device: torch.device | str) -> Critics:
+    """Load the networks the config's non-zero weights need (clear errors when their weights are missing)."""
+    lpips = LPIPSLoss(config.lpips_net).to(device) if config.lpips_weight > 0 else None
+    vggface = VGGFaceLoss(config.vggface).to(device) if config.vggface and config.vggface_weight > 0 else None
+    prior = load_denoiser(config.prior, device) if config.prior and config.sds_weight > 0 else None
+    return Critics(lpips, vggface, prior)
+
+
+@dataclass
+class Prediction:
+    """What the model made of a batch's source frames (float32 even under mixed precision)."""
+
+    encoded: Encoded
+    static: Splats  # Δd = 0: the source frame's splats
+    moving: Splats  # with Δd at the target frame (stage II); the static splats in stage I
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast of the networks on CUDA; nothing elsewhere (CPU autocast would only slow tiny runs)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def predict(model: TalkingHead, batch: dict[str, Any], dynamic: bool, amp: bool = False) -> Prediction:
+    """Splats (and background) from ``batch["image_i"]``; with ``dynamic``, Δd from its audio and ``delta_t``."""
+    device = batch["image_i"].device
+    with autocast(device, amp):
+        encoded = model.encode(batch["image_i"], batch["c2w_i"], batch["intrinsics_i"])
+        offsets = model.dynamic_offsets(encoded.features, batch["audio"], batch["delta_t"]) if dynamic else None
+    # Rasterisation and the losses run in float32 (gsplat needs it, and the sums are long).
+    encoded = dataclasses.replace(encoded, attributes=encoded.attributes.float(), background=encoded.background.float())
+    static = model.splats(encoded)
+    moving = model.splats(encoded, offsets.float()) if offsets is not None else static
+    return Prediction(encoded, static, moving)
+
+
+def render_view(
+    splats: Splats, c2w_source: Tensor, c2w_target: Tensor, intrinsics: Tensor, size: int, backend: str = "auto"
+) -> RenderOutput:
+    """Splats living in the source view space, seen by the target cameras; splats only (over black)."""
+    viewmats = camera.relative_pose(c2w_source, c2w_target)
+    Ks = camera.intrinsics_to_K(intrinsics, size, size)
+    return render(splats, viewmats, Ks, size, size, background=None, backend=backend)
+
+
+def composite(view: RenderOutput, background: Tensor) -> Tensor:
+    """A render over ``background`` ((B, 3) colours or (B, H, W, 3) images) as (B, 3, H, W) in [0, 1]."""
+    if background.dim() == 2:
+        background = background[:, None, None, :]
+    return (view.rgb + (1 - view.alpha) * background).permute(0, 3, 1, 2)
+
+
+def to_unit(images: Tensor) -> Tensor:
+    """Frames in [-1, 1] (the datasets' range) -> [0, 1] (the renders' range)."""
+    return (images + 1) / 2
+
+
+def reconstruction_terms(renders: Tensor, targets: Tensor, critics: Critics) -> dict[str, Tensor]:
+    """Unweighted eq. 1 terms of renders (V, K, B, 3, H, W) (V views, K backgrounds) against frames (V, B, 3, H, W).
+
+    Each term is summed over the views and averaged over backgrounds, batch and pixels.
+    """
+    views = renders.shape[0]
+    flat = renders.flatten(0, 2)
+    expected = targets[:, None].expand_as(renders).flatten(0, 2)
+    terms = {"l2": views * mse(flat, expected)}
+    if critics.lpips is not None:
+        terms["lpips"] = views * critics.lpips(flat, expected)
+    if critics.vggface is not None:
+        terms["vggface"] = views * critics.vggface(flat, expected)
+    return terms
+
+
+def sds_term(
+    prediction: Prediction, batch: dict[str, Any], prior: EDMDenoiser, config: TrainConfig, generator: torch.Generator, size: int
+) -> Tensor:
+    """Score distillation on the static splats rendered at random extreme poses over the predicted background."""
+    c2w = batch["c2w_i"]
+    extreme = random_extreme_poses(c2w, generator, config.sds_yaw_deg, config.sds_pitch_deg)
+    view = render_view(prediction.static, c2w, extreme, batch["intrinsics_i"], size, config.render_backend)
+    image = composite(view, prediction.encoded.background_hwc)
+    x_clean = ffhq_crop(image * 2 - 1, prior.resolution)
+    return score_distillation_loss(x_clean, prior, prior.config.schedule, generator, config.sds_band, config.sds_euler_steps)
+
+
+def weighted_total(terms: dict[str, Tensor], config: TrainConfig) -> Tensor:
+    weights = {"l2": 1.0, "lpips": config.lpips_weight, "vggface": config.vggface_weight, "sds": config.sds_weight}
+    return sum(weights[name] * value for name, value in terms.items())
+
+
+class Objective(nn.Module):
+    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "sds",] "total"}`` for one batch.
+
+    The module ``DistributedDataParallel`` wraps: gradients are averaged across processes when
+    they flow back through this forward. The critics are not submodules (they are frozen and
+    never saved with the model). ``generator`` (CPU) draws the flat backgrounds, SDS poses and noise.
+    """
+
+    def __init__(self, model: TalkingHead, critics: Critics, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.critics = critics
+        self.config = config
+
+    def forward(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        config = self.config
+        prediction = predict(self.model, batch, config.stage == "dynamic", config.amp)
+        size = batch["image_i"].shape[-1]
+        c2w_i, intrinsics = batch["c2w_i"], batch["intrinsics_i"]
+        # One rasterisation per view; both backgrounds are composited onto it.
+        views = [
+            render_view(prediction.static, c2w_i, c2w_i, intrinsics, size, config.render_backend),
+            render_view(prediction.moving, c2w_i, batch["c2w_n"], batch["intrinsics_n"], size, config.render_backend),
+        ]
+        background = prediction.encoded.background_hwc
+        renders = torch.stack([
+            torch.stack([composite(view, torch.rand(len(c2w_i), 3, generator=generator).to(c2w_i)), composite(view, background)])
+            for view in views
+        ])  # fmt: skip
+        targets = torch.stack([to_unit(batch["image_i"]), to_unit(batch["image_n"])])
+        terms = reconstruction_terms(renders, targets, self.critics)
+        if self.critics.prior is not None:
+            terms["sds"] = sds_term(prediction, batch, self.critics.prior, config, generator, size)
+        terms["total"] = weighted_total(terms, config)
+        return terms
