@@ -31,6 +31,20 @@ class FaceTrack:
         return len(self.landmarks)
 
 
+def locate_face(image: np.ndarray) -> FaceTrack | None:
+    """The largest face in one (H, W, 3) uint8 RGB image as a one-frame track, or None.
+
+    The crop box and camera are made exactly as :func:`track_face` makes them for a video frame,
+    so a single portrait is framed like the training clips (without temporal smoothing).
+    """
+    landmarks = detect_landmarks(image)
+    if landmarks is None:
+        return None
+    landmarks = landmarks[None]
+    boxes = ffhq_box(landmarks)
+    return FaceTrack(landmarks, boxes, estimate_cameras(to_crop_coordinates(landmarks, boxes), sigma_frames=0))
+
+
 def track_face(video: str | os.PathLike, fps: int = FPS) -> FaceTrack | None:
     """Follow the largest face through ``video``; None when no frame shows a face."""
     detected = [detect_landmarks(frame) for frame in read_frames(video, fps)]

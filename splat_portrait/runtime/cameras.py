@@ -1,0 +1,75 @@
+"""The camera path an animation is rendered along, and the view matrices that render it.
+
+Three sources, one per frame: a named trajectory around the portrait's own camera (``static``,
+``orbit``, ``nod``, ``bullet``; :func:`splat_portrait.camera.trajectory`), or the head pose of a
+reference video (``--pose-from``), tracked and posed as ``preprocess`` does. The reference's
+cameras are used as they are (absolute head poses, as in same-identity evaluation); a reference
+shorter than the speech plays forwards and backwards so the motion never jumps. Fixed
+``--yaw``/``--pitch`` offsets (degrees, positive yaw moves the camera to its right, positive
+pitch moves it up) then turn every camera around the head.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from splat_portrait import camera
+from splat_portrait.errors import SplatPortraitError
+from splat_portrait.face.track import track_face
+
+
+@dataclass(frozen=True)
+class CameraOptions:
+    """How the camera moves: a trajectory or a reference video, plus fixed angle offsets in degrees."""
+
+    trajectory: str = "static"
+    pose_from: Path | None = None
+    yaw_deg: float = 0.0
+    pitch_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.trajectory not in camera.TRAJECTORIES:
+            raise SplatPortraitError(f"unknown --camera {self.trajectory!r}; choose one of {', '.join(camera.TRAJECTORIES)}")
+        if self.pose_from is not None and self.trajectory != "static":
+            raise SplatPortraitError(f"--pose-from sets the camera path itself; leave out --camera {self.trajectory}")
+
+
+def ping_pong(num_source: int, num_frames: int) -> np.ndarray:
+    """Indices into ``num_source`` items for ``num_frames`` frames: 0, 1, .., n-1, n-2, .., 0, 1, .."""
+    if num_source == 1:
+        return np.zeros(num_frames, np.int64)
+    period = 2 * (num_source - 1)
+    phase = np.arange(num_frames) % period
+    return np.where(phase < num_source, phase, period - phase)
+
+
+def reference_poses(video: str | os.PathLike, num_frames: int) -> Tensor:
+    """Camera-to-world matrices (num_frames, 4, 4) of the head in ``video`` at 25 fps."""
+    track = track_face(video)
+    if track is None:
+        raise SplatPortraitError(f"no face found in {video}; --pose-from needs a video of a face")
+    c2w = torch.from_numpy(track.c2w).float()
+    return c2w[torch.from_numpy(ping_pong(len(c2w), num_frames))]
+
+
+def camera_path(options: CameraOptions, source_c2w: Tensor, num_frames: int) -> Tensor:
+    """Camera-to-world matrices (num_frames, 4, 4) to render the frames from."""
+    if options.pose_from is not None:
+        path = reference_poses(options.pose_from, num_frames)
+    else:
+        path = camera.trajectory(options.trajectory, source_c2w, num_frames)
+    if options.yaw_deg or options.pitch_deg:
+        path = camera.orbit_around(path, math.radians(options.yaw_deg), math.radians(options.pitch_deg))
+    return path
+
+
+def view_matrices(source_c2w: Tensor, path: Tensor) -> Tensor:
+    """Renderer view matrices (F, 4, 4) for splats in the source camera's view space seen from ``path``."""
+    return camera.relative_pose(source_c2w.expand_as(path), path)

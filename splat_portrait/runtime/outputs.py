@@ -1,0 +1,109 @@
+"""An animation's output files, written under temporary names and moved into place together.
+
+A job can write a video, a depth video, a ``.ply`` of the static head and a folder of per-frame
+``.ply`` files. They all appear only when the whole job succeeded: a failure at any frame leaves
+none of them behind (and an existing file under the same name untouched).
+
+``.ply`` files hold the splats in world coordinates (the head centred at the origin, the axes of the
+frontal camera: x right, y down, z into the face), the world the cameras live in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+from torch import Tensor
+
+from splat_portrait.atomic import atomic_path
+from splat_portrait.camera import transform_points
+from splat_portrait.errors import SplatPortraitError
+from splat_portrait.splats import Splats, write_ply
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where one animation writes; ``None`` skips an output."""
+
+    video: Path
+    ply: Path | None = None
+    ply_frames: Path | None = None
+    depth: Path | None = None
+
+    def check(self) -> None:
+        """Refuse clashing names and a non-empty ``ply_frames`` folder before any work is done."""
+        named = [Path(p).resolve() for p in (getattr(self, f.name) for f in fields(self)) if p is not None]
+        if len(set(named)) != len(named):
+            raise SplatPortraitError("two outputs have the same path; give each output its own file name")
+        if self.ply_frames is not None and self.ply_frames.exists():
+            if not self.ply_frames.is_dir():
+                raise SplatPortraitError(f"--ply-frames {self.ply_frames} is a file; name a folder")
+            if any(self.ply_frames.iterdir()):
+                raise SplatPortraitError(f"--ply-frames folder {self.ply_frames} is not empty; name a new or empty folder")
+
+
+@contextlib.contextmanager
+def _staged_dir(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    # mkdtemp makes a private (0700) folder; the output folder gets the usual permissions instead.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    try:
+        yield tmp
+        if path.is_dir():
+            path.rmdir()  # empty, as OutputPaths.check made sure
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(outputs: OutputPaths) -> Iterator[OutputPaths]:
+    """Yield the same outputs under temporary names; on success all are renamed into place."""
+    outputs.check()
+    with contextlib.ExitStack() as stack:
+        temporary = {}
+        for f in fields(outputs):
+            target = getattr(outputs, f.name)
+            if target is not None:
+                stage = _staged_dir if f.name == "ply_frames" else atomic_path
+                temporary[f.name] = stack.enter_context(stage(Path(target)))
+        yield replace(outputs, **temporary)
+
+
+def splats_in_world(splats: Splats, c2w: Tensor) -> Splats:
+    """One cloud of splats in a camera's view space moved into world space by its ``c2w`` (4, 4)."""
+    c2w = c2w.to(splats.means)
+    xyzw = Rotation.from_matrix(c2w[:3, :3].double().cpu().numpy()).as_quat()
+    turn = torch.from_numpy(np.roll(xyzw, 1))  # wxyz
+    return replace(splats, means=transform_points(c2w, splats.means), quats=_quat_multiply(turn.to(splats.quats), splats.quats))
+
+
+def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product ``a * b`` of wxyz quaternions (rotation ``b`` first, then ``a``)."""
+    w1, x1, y1, z1 = a.unbind(-1)
+    w2, x2, y2, z2 = b.unbind(-1)
+    return torch.stack(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ],
+        -1,
+    )
+
+
+def write_world_ply(splats: Splats, c2w: Tensor, path: Path) -> int:
+    """Write one cloud from view space as a world-space 3DGS ``.ply``; returns how many splats were dropped."""
+    return write_ply(splats_in_world(splats, c2w), path)

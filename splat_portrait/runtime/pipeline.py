@@ -1,0 +1,207 @@
+"""The Animator: portrait + speech -> talking-head MP4 (and optional depth video and ``.ply`` files).
+
+Per job: crop and pose the portrait, decode the speech and compute its features, run the generator
+once, then walk the frames in chunks of ``batch_frames``: audio windows -> one audio-decoder call
+-> splats -> one render call -> frames piped to ffmpeg. Only one chunk of windows, offsets and
+images is in memory at a time, so a ten-minute clip runs in the memory of a ten-second one; what
+grows with the length is the decoded speech (64 kB/s) and its features (D * 200 B/s, 16 kB/s for mel).
+
+Frames are 25 fps and there are ``ceil(25 * duration)`` of them, so the video ends within one frame
+after the speech. Frame ``n`` is driven by the audio around ``t = n / 25`` s with ``ΔT = t`` (the
+portrait stands for the moment the speech starts, like the source frame in training).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from splat_portrait import camera
+from splat_portrait.audio.features import FeatureExtractor, extractor_for
+from splat_portrait.audio.windows import audio_windows
+from splat_portrait.media.mp4 import Mp4Writer
+from splat_portrait.models import Encoded, to_splats
+from splat_portrait.render import render
+from splat_portrait.runtime.cameras import CameraOptions, camera_path, view_matrices
+from splat_portrait.runtime.compose import DepthColors, PasteBack, to_uint8
+from splat_portrait.runtime.engines import Engine
+from splat_portrait.runtime.inputs import Portrait, load_portrait, load_speech
+from splat_portrait.runtime.model_dir import ModelCard
+from splat_portrait.runtime.outputs import OutputPaths, staged, write_world_ply
+
+STAGES = ("image", "audio", "features", "camera", "generator", "audio decoder", "render", "encode", "ply")
+
+
+@dataclass(frozen=True)
+class AnimateOptions:
+    """How every job of an Animator is rendered."""
+
+    camera: CameraOptions = field(default_factory=CameraOptions)
+    # Side of the rendered crop in pixels (None: the model's resolution). Splats are rendered
+    # directly at this size, not upscaled afterwards.
+    size: int | None = None
+    paste_back: bool = False
+    # Frames per audio-decoder call and per render call.
+    batch_frames: int = 16
+    render_backend: str = "auto"
+    # PyTorch threads for the per-frame work on a CPU (splats, rendering, frame conversion; the
+    # engine's calls keep their own threads). One: the renderer's many
+    # small kernels gain little from OpenMP on few cores, and while ffmpeg and ONNX Runtime share
+    # those cores OpenMP's spinning barriers stall it (measured on 2 cores, small preset at 128^2:
+    # 9 ms per frame with 1 thread, 10 ms with 2 idle-waiting threads, up to 1000 ms with 2 spinning).
+    render_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 16:
+            raise ValueError(f"size must be at least 16 pixels, got {self.size}")
+        if self.batch_frames < 1 or self.render_threads < 1:
+            raise ValueError(f"batch_frames and render_threads must be at least 1, got {self.batch_frames}, {self.render_threads}")
+
+
+@dataclass(frozen=True)
+class AnimateResult:
+    outputs: OutputPaths
+    frames: int
+    duration: float  # seconds of speech
+    seconds: dict[str, float]  # wall time per stage
+    total_seconds: float
+    dropped_splats: int = 0  # non-finite splats left out of .ply files
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.total_seconds if self.total_seconds > 0 else math.inf
+
+
+class StageTimer:
+    """Wall-clock seconds spent in each named stage, accumulated over repeated entries."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+class Animator:
+    """A loaded model (an :class:`Engine` and its card) that turns portraits and speech into videos."""
+
+    def __init__(self, engine: Engine, card: ModelCard, options: AnimateOptions = AnimateOptions()) -> None:
+        self.engine = engine
+        self.card = card
+        self.options = options
+        self.extractor: FeatureExtractor = extractor_for(card.audio_features)
+        self.intrinsics = torch.tensor(card.camera_intrinsics, dtype=torch.float32)
+
+    @property
+    def size(self) -> int:
+        return self.options.size or self.card.image_size
+
+    def num_frames(self, num_samples: int) -> int:
+        """``ceil(fps * duration)``, in integers so no rounding of the duration can add a frame."""
+        return -(-num_samples * self.card.fps // self.card.sample_rate)
+
+    @torch.inference_mode()
+    def animate(
+        self,
+        image: str | os.PathLike,
+        audio: str | os.PathLike,
+        outputs: OutputPaths,
+        on_frames: Callable[[int, int], None] | None = None,
+    ) -> AnimateResult:
+        """Animate ``image`` with ``audio`` into ``outputs``; ``on_frames(done, total)`` reports progress."""
+        started = time.perf_counter()
+        timer = StageTimer()
+        outputs.check()
+        with timer("image"):
+            portrait = load_portrait(image, self.card.image_size)
+        with timer("audio"):
+            samples = load_speech(audio)
+        with timer("features"):
+            features = torch.from_numpy(self.extractor(samples))
+        num_frames = self.num_frames(len(samples))
+        with timer("camera"):
+            viewmats = view_matrices(portrait.c2w, camera_path(self.options.camera, portrait.c2w, num_frames))
+        with timer("generator"):
+            encoded = self.engine.encode(portrait.generator_input(), portrait.c2w[None], self.intrinsics[None])
+        dropped = self._write(portrait, encoded, features, viewmats, Path(audio), outputs, timer, on_frames)
+        total = time.perf_counter() - started
+        seconds = {s: timer.seconds[s] for s in STAGES if s in timer.seconds}
+        return AnimateResult(outputs, num_frames, len(samples) / self.card.sample_rate, seconds, total, dropped)
+
+    def _write(self, portrait: Portrait, encoded: Encoded, features: Tensor, viewmats: Tensor, audio: Path,
+               outputs: OutputPaths, timer: StageTimer, on_frames: Callable[[int, int], None] | None) -> int:  # fmt: skip
+        device, size, num_frames = self.engine.device, self.size, len(viewmats)
+        viewmats = viewmats.to(device)
+        K = camera.intrinsics_to_K(encoded.intrinsics[:1], size, size).to(device)
+        background = _resize(encoded.background, size).permute(0, 2, 3, 1).to(device)
+        paste = PasteBack(portrait.image, portrait.box) if self.options.paste_back else None
+        width, height = paste.size if paste else (size, size)
+        depth_colors: DepthColors | None = None
+        dropped = 0
+        threads = self.options.render_threads if device.type == "cpu" else torch.get_num_threads()
+        with staged(outputs) as tmp, contextlib.ExitStack() as writers:
+            video = writers.enter_context(Mp4Writer(tmp.video, width, height, self.card.fps, audio=audio))
+            depth = writers.enter_context(Mp4Writer(tmp.depth, size, size, self.card.fps, audio=audio)) if tmp.depth else None
+            for start in range(0, num_frames, self.options.batch_frames):
+                index = torch.arange(start, min(start + self.options.batch_frames, num_frames))
+                count = len(index)
+                with timer("audio decoder"):
+                    windows = audio_windows(features, index)
+                    offsets = self.engine.dynamic_offsets(encoded, windows, index.float() / self.card.fps)
+                with _torch_threads(threads):
+                    with timer("render"):
+                        splats = to_splats(encoded.attributes.expand(count, -1, -1, -1), encoded.intrinsics.expand(count, -1), offsets)
+                        if device.type == "cuda":
+                            splats = splats.map(Tensor.contiguous)  # gsplat's kernels read dense arrays
+                        out = render(splats, viewmats[index.to(device)], K.expand(count, -1, -1), size, size,
+                                     background.expand(count, -1, -1, -1), backend=self.options.render_backend)  # fmt: skip
+                    with timer("encode"):
+                        for frame in to_uint8(out.rgb):
+                            video.write(paste(frame) if paste else frame)
+                        if depth is not None:
+                            depth_colors = depth_colors or DepthColors.fit(out.depth[0], out.alpha[0])
+                            for frame in depth_colors(out.depth, out.alpha):
+                                depth.write(frame)
+                    if tmp.ply_frames is not None:
+                        with timer("ply"):
+                            for i, n in enumerate(index.tolist()):
+                                dropped += write_world_ply(splats[i], portrait.c2w, tmp.ply_frames / f"frame_{n:06d}.ply")
+                if on_frames:
+                    on_frames(start + count, num_frames)
+            with timer("encode"):
+                writers.close()  # ffmpeg finishes the files here
+            if tmp.ply is not None:
+                with timer("ply"):
+                    dropped += write_world_ply(to_splats(encoded.attributes, encoded.intrinsics)[0], portrait.c2w, tmp.ply)
+        return dropped
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    """(B, C, H, W) images resized to (size, size); the background is smooth, so bilinear suffices."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
