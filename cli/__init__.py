@@ -1,0 +1,1 @@
+"""The ``splat-portrait`` command line (installed as ``splat_portrait.cli``)."""

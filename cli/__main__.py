@@ -1,0 +1,3 @@
+from splat_portrait.cli.app import main
+
+main()
