@@ -24,8 +24,11 @@ from splat_portrait.runtime import model_dir as model_dir_module
 from splat_portrait.runtime.batch import read_jobs
 from splat_portrait.runtime.cameras import CameraOptions, camera_path, ping_pong
 from splat_portrait.runtime.compose import PasteBack
+from splat_portrait.runtime.engines import OnnxEngine
 from splat_portrait.runtime.inputs import load_image, load_portrait
+from splat_portrait.runtime.model_dir import open_model_dir
 from splat_portrait.runtime.outputs import OutputPaths, splats_in_world, staged
+from splat_portrait.runtime.pipeline import AnimateOptions, Animator
 from splat_portrait.splats import Splats, read_ply
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
@@ -156,6 +159,50 @@ def test_size_camera_and_paste_back(model_dir, speech_2s, tmp_path):
     cx, cy, side = load_portrait(people, 64).box
     inner = (slice(int(cy - side / 4), int(cy + side / 4)), slice(int(cx - side / 4), int(cx + side / 4)))
     assert psnr(frame[inner], original[inner]) > 18
+
+
+@needs_data
+def test_greyscale_turned_jpeg_and_mp3_speech(model_dir, speech_2s, tmp_path):
+    """Input handling end to end: EXIF-rotated greyscale JPEG, 22.05 kHz mono MP3."""
+    upright = Image.open(PORTRAIT).convert("L")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90 degrees anticlockwise; viewers turn it back clockwise
+    portrait = tmp_path / "turned_grey.jpg"
+    upright.rotate(90, expand=True).save(portrait, exif=exif, quality=95)
+    mp3 = tmp_path / "speech.mp3"
+    ffmpeg("-i", speech_2s, "-t", "1.5", "-ar", "22050", "-ac", "1", mp3)
+    out = tmp_path / "grey.mp4"
+    result = cli("animate", portrait, mp3, "-o", out, "--model", model_dir)
+    assert result.exit_code == 0, result.output
+    assert_video_matches_speech(out, mp3, (64, 64))
+    # The untrained generator reproduces the upright crop, so the video is grey too.
+    first = next(read_frames(out)).astype(int)
+    assert np.abs(first - first.mean(-1, keepdims=True)).mean() < 3
+    assert psnr(first, np.repeat(load_portrait(portrait, 64).crop[..., :1], 3, -1)) > 26
+
+
+class CountingEngine:
+    """An engine that records how many frames each audio-decoder call gets."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.name, self.device, self.calls = engine, engine.name, engine.device, []
+
+    def encode(self, *args):
+        return self.engine.encode(*args)
+
+    def dynamic_offsets(self, encoded, windows, delta_t):
+        self.calls.append(len(windows))
+        return self.engine.dynamic_offsets(encoded, windows, delta_t)
+
+
+@needs_data
+def test_frames_stream_through_in_bounded_batches(model_dir, speech_2s, tmp_path):
+    # Memory per step is one batch of windows, offsets and images, however long the speech is.
+    engine = CountingEngine(OnnxEngine(open_model_dir(model_dir), "cpu"))
+    animator = Animator(engine, open_model_dir(model_dir).card, AnimateOptions(batch_frames=16))
+    result = animator.animate(PORTRAIT, speech_2s, OutputPaths(tmp_path / "b.mp4"))
+    assert result.frames == 50 and engine.calls == [16, 16, 16, 2]
+    assert list(result.seconds) == ["image", "audio", "features", "camera", "generator", "audio decoder", "render", "encode"]
 
 
 @needs_data
@@ -296,6 +343,16 @@ def test_missing_and_default_model_dirs(tmp_path, monkeypatch):
         "error: no bundled default model in this installation; pass --model MODEL_DIR (see `splat-portrait export`)\n"
     )
     assert leftovers(tmp_path) == []
+
+
+def test_the_bundled_model_is_used_without_model_and_ships_in_the_package(model_dir, monkeypatch):
+    import tomllib
+
+    assert model_dir_module.DEFAULT_MODEL_DIR == Path(model_dir_module.__file__).parents[1] / "assets" / "default"
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "assets/default/*" in pyproject["tool"]["setuptools"]["package-data"]["splat_portrait"]
+    monkeypatch.setattr(model_dir_module, "DEFAULT_MODEL_DIR", model_dir)
+    assert model_dir_module.open_model_dir(None).root == model_dir
 
 
 def test_command_line_mistakes(tmp_path):
