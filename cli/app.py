@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from splat_portrait import __version__
 from splat_portrait.cli import animate
 from splat_portrait.cli import doctor
+from splat_portrait.cli import evaluate
 from splat_portrait.cli import export
 from splat_portrait.cli import preprocess
 from splat_portrait.cli import synth
@@ -73,6 +74,7 @@ app.command("synth")(synth.synth)
 app.command("train-prior")(train_prior.train_prior)
 app.command("train-static")(train.train_static)
 app.command("train-dynamic")(train.train_dynamic)
+app.command("evaluate")(evaluate.evaluate)
 
 
 def main() -> None:

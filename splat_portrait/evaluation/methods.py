@@ -1,0 +1,121 @@
+"""What makes the frames under evaluation: a trained checkpoint, or the copy-source baseline.
+
+Both take the same :class:`Drive` (source image and camera, driving audio features and cameras)
+and return a :class:`Generation`, so every metric and output treats them alike.
+The model follows ``animate``: the generator runs once on the source, frame ``n`` gets the dynamic
+offsets of the audio around ``t = n / 25`` s with ``ΔT = t`` (time since the source frame), and
+the splats, living in the source view space, are rendered from the driving camera of frame ``n``
+over the predicted background.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from splat_portrait import camera
+from splat_portrait.audio.windows import audio_windows
+from splat_portrait.data.layout import FPS
+from splat_portrait.models import Encoded, TalkingHead, to_splats
+from splat_portrait.render import RenderOutput, render
+from splat_portrait.runtime.cameras import view_matrices
+from splat_portrait.runtime.compose import DepthColors, to_uint8
+from splat_portrait.splats import Splats
+
+NOVEL_YAWS_DEG = (-35.0, 0.0, 35.0)
+
+
+@dataclass(frozen=True)
+class Drive:
+    """The inputs of one evaluated clip."""
+
+    source: Tensor  # (3, R, R) in [-1, 1]
+    source_c2w: Tensor  # (4, 4)
+    source_intrinsics: Tensor  # (4,) normalised
+    features: Tensor  # (T, D) 50 Hz audio features of the driving clip
+    c2w: Tensor  # (F, 4, 4) driving cameras
+    intrinsics: Tensor  # (F, 4)
+    sheet_frame: int  # the frame the contact sheet shows
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.c2w)
+
+
+@dataclass
+class Generation:
+    """Generated frames (F, R, R, 3) in [0, 1]; the sheet frame's coloured depth and novel views where there is 3D."""
+
+    frames: Tensor
+    depth: np.ndarray | None = None
+    novel_views: list[np.ndarray] = field(default_factory=list)
+
+
+class Method(Protocol):
+    name: str
+
+    def generate(self, drive: Drive) -> Generation: ...
+
+
+class CopySource:
+    """The do-nothing answer: every frame is the source image."""
+
+    name = "copy-source"
+
+    def generate(self, drive: Drive) -> Generation:
+        frame = ((drive.source + 1) / 2).clamp(0, 1).permute(1, 2, 0)
+        return Generation(frame.expand(drive.num_frames, -1, -1, -1).contiguous())
+
+
+class ModelMethod:
+    """A :class:`TalkingHead` checkpoint in PyTorch, ``batch_frames`` frames per decoder and render call."""
+
+    name = "model"
+
+    def __init__(self, model: TalkingHead, device: str | torch.device = "cpu", batch_frames: int = 16, backend: str = "auto"):
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.batch_frames = batch_frames
+        self.backend = backend
+        self.size = model.config.image_size
+
+    def _render(self, splats: Splats, viewmats: Tensor, intrinsics: Tensor, background: Tensor) -> RenderOutput:
+        count = len(viewmats)
+        Ks = camera.intrinsics_to_K(intrinsics, self.size, self.size)
+        return render(splats, viewmats, Ks, self.size, self.size, background.expand(count, -1, -1, -1), backend=self.backend)
+
+    @torch.inference_mode()
+    def generate(self, drive: Drive) -> Generation:
+        d = {k: getattr(drive, k).to(self.device) for k in ("source", "source_c2w", "source_intrinsics", "features", "c2w", "intrinsics")}
+        encoded: Encoded = self.model.encode(d["source"][None], d["source_c2w"][None], d["source_intrinsics"][None])
+        background = encoded.background_hwc
+        viewmats = view_matrices(d["source_c2w"], d["c2w"])
+        frames, result = [], Generation(torch.empty(0))
+        for start in range(0, drive.num_frames, self.batch_frames):
+            index = torch.arange(start, min(start + self.batch_frames, drive.num_frames), device=self.device)
+            count = len(index)
+            offsets = self.model.dynamic_offsets(encoded.features, audio_windows(d["features"], index), index.float() / FPS)
+            splats = to_splats(encoded.attributes.expand(count, -1, -1, -1), encoded.intrinsics.expand(count, -1), offsets)
+            out = self._render(splats, viewmats[index], d["intrinsics"][index], background)
+            frames.append(out.rgb.clamp(0, 1).cpu())
+            if start <= drive.sheet_frame < start + count:
+                i = drive.sheet_frame - start
+                depth, alpha = out.depth[i : i + 1], out.alpha[i : i + 1]
+                result.depth = DepthColors.fit(depth[0], alpha[0])(depth, alpha)[0]
+                result.novel_views = self._novel_views(splats[i], d["source_c2w"], d["source_intrinsics"], background)
+        result.frames = torch.cat(frames)
+        return result
+
+    def _novel_views(self, splats: Splats, source_c2w: Tensor, intrinsics: Tensor, background: Tensor) -> list[np.ndarray]:
+        """The splats seen from cameras orbiting the source camera at the paper's Fig. 3 yaws."""
+        yaws = torch.tensor([math.radians(y) for y in NOVEL_YAWS_DEG], device=self.device)
+        cameras = camera.orbit_around(source_c2w, yaws, torch.zeros_like(yaws))
+        count = len(yaws)
+        batch = splats.map(lambda t: t[None].expand(count, *t.shape))
+        out = self._render(batch, view_matrices(source_c2w, cameras), intrinsics.expand(count, -1), background)
+        return list(to_uint8(out.rgb))

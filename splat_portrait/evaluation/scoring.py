@@ -1,0 +1,115 @@
+"""Per-clip and aggregate scores of generated frames.
+
+Frame 0 is the source frame's own moment, so reproducing it is reconstruction, not prediction:
+PSNR, SSIM, LPIPS, CSIM and FID score frames ``1 .. F-1``. LipSync scores the whole generated
+video (frames ``0 .. F-1``) against the driving audio, as SyncNet needs the continuous stream.
+CSIM compares each frame with the source image (identity preservation) in both protocols.
+
+Aggregates: PSNR/SSIM/LPIPS are means over all scored frames, CSIM the mean over all frame pairs
+where both images showed a face, LSE-C/LSE-D means over clips, FID one distance between the
+Inception features of all generated and all real frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from splat_portrait.errors import SplatPortraitError
+from splat_portrait.metrics import Metric, Unavailable
+from splat_portrait.metrics.fid import fid_from_features
+from splat_portrait.runtime.compose import to_uint8
+
+# The columns of every report, in order; "lipsync" yields two.
+SCORES = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c", "lse_d")
+SCORES_OF = {"psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",), "csim": ("csim",), "fid": ("fid",), "lipsync": ("lse_c", "lse_d")}
+METRIC_OF = {score: metric for metric, scores in SCORES_OF.items() for score in scores}
+
+
+@dataclass
+class ClipScores:
+    """One clip's scores (None where a metric could not score it, with the reason in ``notes``)."""
+
+    id: str
+    source: str
+    frames: int
+    scored_frames: int
+    values: dict[str, float | None] = field(default_factory=dict)
+    # How many pairs each mean covers (CSIM: pairs where both images showed a face).
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+class Scorer:
+    """Runs the built metrics on each clip and keeps FID's features for the aggregate."""
+
+    def __init__(self, metrics: dict[str, Metric | Unavailable]) -> None:
+        self.metrics = metrics
+        self._fid_generated: list[np.ndarray] = []
+        self._fid_real: list[np.ndarray] = []
+
+    def runnable(self, name: str) -> Metric | None:
+        metric = self.metrics.get(name)
+        return metric if isinstance(metric, Metric) else None
+
+    def score_clip(
+        self, scores: ClipScores, generated: Tensor, real: Tensor, source: Tensor, samples: np.ndarray
+    ) -> ClipScores:
+        """``generated``/``real`` (F, R, R, 3) in [0, 1], ``source`` (R, R, 3), ``samples`` the driving audio of the F frames."""
+        ours, truth = generated[1:], real[1:]
+        for name in ("psnr", "ssim", "lpips"):
+            if metric := self.runnable(name):
+                values = metric.compute(ours, truth).double()
+                scores.values[name] = float(values.mean())
+                scores.counts[name] = len(values)
+        if metric := self.runnable("csim"):
+            result = metric.compute(ours, source[None])
+            scores.counts["csim"] = result.scored
+            scores.values["csim"] = result.value if result.scored else None
+            if result.no_face:
+                scores.notes["csim"] = f"no face found in {result.no_face} of {len(ours)} frame pairs"
+        if metric := self.runnable("fid"):
+            self._fid_generated.append(metric.compute(ours))
+            self._fid_real.append(metric.compute(truth))
+        if metric := self.runnable("lipsync"):
+            try:
+                sync = metric.compute(list(to_uint8(generated)), samples)
+                scores.values.update(lse_c=sync.confidence, lse_d=sync.min_dist)
+                scores.counts.update(lse_c=1, lse_d=1)
+            except SplatPortraitError as err:
+                scores.notes["lipsync"] = str(err)
+        return scores
+
+    def aggregate(self, clips: list[ClipScores]) -> dict[str, Any]:
+        """Each score over all clips: a number, None (nothing scored) or ``"unavailable: reason"``."""
+        out: dict[str, Any] = {}
+        for score in SCORES:
+            metric = self.metrics.get(METRIC_OF[score])
+            if metric is None:
+                continue
+            if isinstance(metric, Unavailable):
+                out[score] = str(metric)
+            elif score == "fid":
+                out[score] = self._fid()
+            else:
+                out[score] = weighted_mean(clips, score)
+        return out
+
+    def _fid(self) -> float | str:
+        generated, real = np.concatenate(self._fid_generated), np.concatenate(self._fid_real)
+        if len(generated) < 2:
+            return "unavailable: FID needs at least 2 generated frames; evaluate more clips or --seconds"
+        return fid_from_features(generated, real)
+
+
+def weighted_mean(clips: list[ClipScores], score: str) -> float | None:
+    """Mean of the clips' values weighted by how many pairs each covers; None when none scored."""
+    pairs = [(c.values[score], c.counts[score]) for c in clips if c.values.get(score) is not None and c.counts.get(score)]
+    total = sum(n for _, n in pairs)
+    if not total:
+        return None
+    return math.fsum(v * n for v, n in pairs) / total
