@@ -1,5 +1,6 @@
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -355,7 +356,7 @@ def test_invalid_configs_are_rejected():
         GeneratorConfig(z_near=3.0)
 
 
-def test_parameter_table_in_the_package_docstring_is_current():
+def test_parameter_tables_in_the_package_docstring_and_readme_are_current():
     rows = {}
     for name, config in PRESETS.items():
         with torch.device("meta"):
@@ -365,8 +366,10 @@ def test_parameter_table_in_the_package_docstring_is_current():
         audio = sum(p.numel() for p in model.dynamic.audio.parameters())
         total, s = gen + dyn, config.image_size
         rows[name] = f"| {name} | {s}² | {gen:,} | {dyn:,} | {audio:,} | {total:,} | {total * 4 / 1e6:.1f} MB |"
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     for row in rows.values():
         assert row in models.__doc__, f"update the table in splat_portrait/models/__init__.py: {row}"
+        assert row in readme, f"update the preset table in README.md: {row}"
     # The demo preset's fp32 weights stay within ~20 MB so its exported ONNX files do too.
     small = PRESETS["small"]
     with torch.device("meta"):
