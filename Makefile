@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench doctor clean
+.PHONY: install test demo bench doctor clean
 
 install: $(STAMP)
 
@@ -24,6 +24,15 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(VENV)/bin/pytest -q
+
+# The main job: animate the bundled example (scikit-image's public-domain astronaut photo and our
+# espeak-ng speech, examples/speech.wav) with the bundled default model.
+DEMO := demo-output
+demo: install
+	mkdir -p $(DEMO)
+	$(PY) -c "from skimage import data; from PIL import Image; Image.fromarray(data.astronaut()).save('$(DEMO)/astronaut.png')"
+	$(VENV)/bin/splat-portrait animate $(DEMO)/astronaut.png examples/speech.wav -o $(DEMO)/astronaut.mp4 \
+		--camera orbit --ply $(DEMO)/astronaut.ply
 
 bench: install
 	$(PY) benchmarks/render.py
