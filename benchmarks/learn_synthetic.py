@@ -191,7 +191,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     print("| --- | --- | --- |")
     print(f"| target-view PSNR (dB) | {before[0]:.2f} | {after[0]:.2f} |")
     print(f"| rendered depth MAE where GT depth > 0 (world units) | {before[1]:.4f} | {after[1]:.4f} |")
-    print(f"| mouth: Pearson r(mean Δd_y in mouth box, GT opening), {frames} frames | {r_before:.3f} (stage I) | {r_after:.3f} |")
+    # The stage-I model's dynamic decoder is zero-initialised: no motion, so no correlation to speak of.
+    before_text = "undefined, Δd = 0 (stage I)" if math.isnan(r_before) else f"{r_before:.3f} (stage I)"
+    print(f"| mouth: Pearson r(mean Δd_y in mouth box, GT opening), {frames} frames | {before_text} | {r_after:.3f} |")
     print(f"| (same on the {train_frames} frames of the training clips) | | {r_train:.3f} |")
 
     print()
