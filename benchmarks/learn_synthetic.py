@@ -16,6 +16,9 @@ opening) this runs the real training entry point, :func:`splat_portrait.training
    backend, whose cost grows with the splats' screen footprint; the stage I/II lines give the
    average over the whole run, checkpoints and previews included.
 
+``--json PATH`` also writes the figures as JSON; ``tests/test_learning.py`` runs a reduced stage I
+(``--dynamic-steps 0``) this way.
+
 The paper's learning rate (2.5e-5) needs far more steps than a CPU benchmark can take; this
 script trains with ``--lr`` (default 5e-4) and says so in its output.
 """
@@ -23,6 +26,7 @@ script trains with ``--lr`` (default 5e-4) and says so in its output.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -36,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splat_portrait import camera  # noqa: E402
+from splat_portrait.atomic import atomic_open  # noqa: E402
 from splat_portrait.data import layout  # noqa: E402
 from splat_portrait.data.datasets import DynamicDataset, StaticPairDataset  # noqa: E402
 from splat_portrait.data.synthetic import SynthConfig, random_identity, read_ground_truth, write_synthetic_dataset  # noqa: E402
@@ -147,19 +152,21 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--static-steps", type=int, default=300)
-    parser.add_argument("--dynamic-steps", type=int, default=600)
+    parser.add_argument("--dynamic-steps", type=int, default=600, help="stage II steps (0: stage I only)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--speed-steps", type=int, default=6)
     parser.add_argument("--speed-presets", default="tiny,small", help="comma-separated presets to time (paper: 256^2, very slow on CPU)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep data and runs here (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         run(args, work)
 
 
-def run(args: argparse.Namespace, work: Path) -> None:
+def run(args: argparse.Namespace, work: Path) -> dict:
+    """Train and measure; prints the tables and returns the figures (also written to ``--json``)."""
     data = work / "data"
     started = time.perf_counter()
     entries = write_synthetic_dataset(data, args.clips, seed=0, config=SynthConfig(seconds=args.seconds, size=64), test_fraction=0.2)
@@ -176,33 +183,57 @@ def run(args: argparse.Namespace, work: Path) -> None:
     after = static_quality(load_model(result.checkpoint), data)
     print(f"stage I: {result.steps_run} steps in {result.seconds:.0f} s ({result.seconds_per_step:.2f} s/step), "
           f"final loss {result.losses['total']:.5f}")  # fmt: skip
-
-    dynamic = TrainConfig("dynamic", str(data), init=str(result.checkpoint), steps=args.dynamic_steps, **common)
-    r_before, frames = mouth_correlation(load_model(result.checkpoint), data)
-    second = train(dynamic, work / "dynamic")
-    trained = load_model(second.checkpoint)
-    r_after, _ = mouth_correlation(trained, data)
-    r_train, train_frames = mouth_correlation(trained, data, "train")
-    print(f"stage II: {second.steps_run} steps in {second.seconds:.0f} s ({second.seconds_per_step:.2f} s/step), "
-          f"final loss {second.losses['total']:.5f}")  # fmt: skip
+    figures = {
+        "psnr": {"untrained": before[0], "trained": after[0]},
+        "depth_mae": {"untrained": before[1], "trained": after[1]},
+        "static_seconds_per_step": result.seconds_per_step,
+    }
+    if args.dynamic_steps:
+        figures.update(stage_two(args, data, work, result.checkpoint, common))
 
     print()
     print("| measure (held-out identities) | untrained | trained |")
     print("| --- | --- | --- |")
     print(f"| target-view PSNR (dB) | {before[0]:.2f} | {after[0]:.2f} |")
     print(f"| rendered depth MAE where GT depth > 0 (world units) | {before[1]:.4f} | {after[1]:.4f} |")
-    # The stage-I model's dynamic decoder is zero-initialised: no motion, so no correlation to speak of.
-    before_text = "undefined, Δd = 0 (stage I)" if math.isnan(r_before) else f"{r_before:.3f} (stage I)"
-    print(f"| mouth: Pearson r(mean Δd_y in mouth box, GT opening), {frames} frames | {before_text} | {r_after:.3f} |")
-    print(f"| (same on the {train_frames} frames of the training clips) | | {r_train:.3f} |")
+    if args.dynamic_steps:
+        mouth = figures["mouth_r"]
+        # The stage-I model's dynamic decoder is zero-initialised: no motion, so no correlation to speak of.
+        before_text = "undefined, Δd = 0 (stage I)" if mouth["stage_one"] is None else f"{mouth['stage_one']:.3f} (stage I)"
+        print(f"| mouth: Pearson r(mean Δd_y in mouth box, GT opening), {mouth['frames']} frames | {before_text} | {mouth['held_out']:.3f} |")
+        print(f"| (same on the {mouth['train_frames']} frames of the training clips) | | {mouth['train']:.3f} |")
 
-    print()
-    print(f"| preset | resolution | batch | s/step (CPU, {torch.get_num_threads()} threads, fresh model, median) |")
-    print("| --- | --- | --- | --- |")
-    for name in filter(None, args.speed_presets.split(",")):
-        size = PRESETS[name].image_size
-        print(f"| {name} | {size}^2 | {args.batch_size} | {seconds_per_step(data, work, name, args.batch_size, args.speed_steps):.2f} |")
+    presets = list(filter(None, args.speed_presets.split(",")))
+    if presets:
+        print()
+        print(f"| preset | resolution | batch | s/step (CPU, {torch.get_num_threads()} threads, fresh model, median) |")
+        print("| --- | --- | --- | --- |")
+        figures["seconds_per_step"] = {}
+        for name in presets:
+            size = PRESETS[name].image_size
+            figures["seconds_per_step"][name] = seconds_per_step(data, work, name, args.batch_size, args.speed_steps)
+            print(f"| {name} | {size}^2 | {args.batch_size} | {figures['seconds_per_step'][name]:.2f} |")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    if args.json:
+        with atomic_open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
+    return figures
+
+
+def stage_two(args: argparse.Namespace, data: Path, work: Path, static_checkpoint: Path, common: dict) -> dict:
+    """Stage II from the stage-I checkpoint; the mouth-opening correlations before and after."""
+    dynamic = TrainConfig("dynamic", str(data), init=str(static_checkpoint), steps=args.dynamic_steps, **common)
+    r_before, frames = mouth_correlation(load_model(static_checkpoint), data)
+    second = train(dynamic, work / "dynamic")
+    trained = load_model(second.checkpoint)
+    r_after, _ = mouth_correlation(trained, data)
+    r_train, train_frames = mouth_correlation(trained, data, "train")
+    print(f"stage II: {second.steps_run} steps in {second.seconds:.0f} s ({second.seconds_per_step:.2f} s/step), "
+          f"final loss {second.losses['total']:.5f}")  # fmt: skip
+    return {
+        "mouth_r": {"stage_one": None if math.isnan(r_before) else r_before, "held_out": r_after, "frames": frames, "train": r_train, "train_frames": train_frames},
+        "dynamic_seconds_per_step": second.seconds_per_step,
+    }
 
 
 if __name__ == "__main__":
