@@ -84,7 +84,7 @@ def render(
     ``background`` is None (black), (B, 3) colours or (B, H, W, 3) images. Differentiable with
     respect to every splat attribute and the background.
     """
-    B = _check_inputs(splats, viewmats, Ks, width, height, background, near_plane, far_plane)
+    _check_inputs(splats, viewmats, Ks, width, height, background, near_plane, far_plane)
     viewmats, Ks = viewmats.to(splats.means), Ks.to(splats.means)
 
     choice = resolve_backend(backend, splats.device)
@@ -120,7 +120,7 @@ def _render_torch(
     return out[..., :3], alpha, depth
 
 
-def _check_inputs(splats, viewmats, Ks, width, height, background, near_plane, far_plane) -> int:
+def _check_inputs(splats, viewmats, Ks, width, height, background, near_plane, far_plane) -> None:
     if not isinstance(splats, Splats):
         raise ValueError(f"render expects a Splats, got {type(splats).__name__}")
     if len(splats.batch_shape) != 1:
@@ -149,7 +149,6 @@ def _check_inputs(splats, viewmats, Ks, width, height, background, near_plane, f
     for name, t in (("viewmats", viewmats), ("Ks", Ks), ("background", background)):
         if t is not None and t.device != splats.device:
             raise ValueError(f"{name} is on {t.device} but the splats are on {splats.device}")
-    return B
 
 
 def _shape(value) -> str:
