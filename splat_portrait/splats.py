@@ -104,20 +104,9 @@ class Splats:
         names = [f.name for f in dataclasses.fields(Splats)]
         return Splats(**{n: torch.cat([getattr(s, n) for s in items], axis) for n in names})
 
-    def finite_mask(self) -> Tensor:
-        """True for splats whose every attribute is finite: (..., N)."""
-        mask = torch.isfinite(self.opacities)
-        for t in (self.means, self.quats, self.scales, self.colors):
-            mask = mask & torch.isfinite(t).all(-1)
-        return mask
-
     def save_ply(self, path: str | os.PathLike) -> int:
         """Write this single cloud as a 3DGS ``.ply``; returns how many non-finite splats were dropped."""
         return write_ply(self, path)
-
-    @staticmethod
-    def load_ply(path: str | os.PathLike) -> Splats:
-        return read_ply(path)
 
 
 def encode_ply_vertices(splats: Splats) -> tuple[np.ndarray, int]:

@@ -131,9 +131,6 @@ class ModelDir:
     root: Path
     card: ModelCard
 
-    def graph_path(self, name: str) -> Path:
-        return self.root / self.card.graphs[name].file
-
     def has_fp16(self) -> bool:
         return all(n + FP16_SUFFIX in self.card.graphs for n in (GENERATOR, AUDIO_DECODER))
 
