@@ -2,7 +2,7 @@
 
 Both take the same :class:`Drive` (source image and camera, driving audio features and cameras)
 and return a :class:`Generation`, so every metric and output treats them alike.
-The model follows ``animate``: the generator runs once on the source, frame ``n`` gets the dynamic
+The model runs ``animate``'s own chunk functions (:mod:`splat_portrait.runtime.pipeline`): the generator runs once on the source, frame ``n`` gets the dynamic
 offsets of the audio around ``t = n / 25`` s with ``ΔT = t`` (time since the source frame), and
 the splats, living in the source view space, are rendered from the driving camera of frame ``n``
 over the predicted background.
@@ -19,12 +19,13 @@ import torch
 from torch import Tensor
 
 from splat_portrait import camera
-from splat_portrait.audio.windows import audio_windows
 from splat_portrait.data.layout import FPS
-from splat_portrait.models import Encoded, TalkingHead, to_splats
-from splat_portrait.render import RenderOutput, render
+from splat_portrait.models import TalkingHead
+from splat_portrait.render import render
 from splat_portrait.runtime.cameras import view_matrices
 from splat_portrait.runtime.compose import DepthColors, to_uint8
+from splat_portrait.runtime.engines import TorchEngine
+from splat_portrait.runtime.pipeline import chunk_offsets, render_chunk
 from splat_portrait.splats import Splats
 
 NOVEL_YAWS_DEG = (-35.0, 0.0, 35.0)
@@ -45,6 +46,11 @@ class Drive:
     @property
     def num_frames(self) -> int:
         return len(self.c2w)
+
+    @property
+    def source_image(self) -> Tensor:
+        """The source as an (R, R, 3) image in [0, 1], as frames and metrics take it."""
+        return ((self.source + 1) / 2).clamp(0, 1).permute(1, 2, 0)
 
 
 @dataclass
@@ -68,54 +74,51 @@ class CopySource:
     name = "copy-source"
 
     def generate(self, drive: Drive) -> Generation:
-        frame = ((drive.source + 1) / 2).clamp(0, 1).permute(1, 2, 0)
-        return Generation(frame.expand(drive.num_frames, -1, -1, -1).contiguous())
+        return Generation(drive.source_image.expand(drive.num_frames, -1, -1, -1).contiguous())
 
 
 class ModelMethod:
-    """A :class:`TalkingHead` checkpoint in PyTorch, ``batch_frames`` frames per decoder and render call."""
+    """A :class:`TalkingHead` checkpoint in PyTorch, through animate's own chunk functions, ``batch_frames`` frames a chunk."""
 
     name = "model"
 
     def __init__(self, model: TalkingHead, device: str | torch.device = "cpu", batch_frames: int = 16, backend: str = "auto"):
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
+        self.engine = TorchEngine(model, device)
+        self.device = self.engine.device
         self.batch_frames = batch_frames
         self.backend = backend
         self.size = model.config.image_size
 
-    def _render(self, splats: Splats, viewmats: Tensor, intrinsics: Tensor, background: Tensor) -> RenderOutput:
-        count = len(viewmats)
-        Ks = camera.intrinsics_to_K(intrinsics, self.size, self.size)
-        return render(splats, viewmats, Ks, self.size, self.size, background.expand(count, -1, -1, -1), backend=self.backend)
+    def _Ks(self, intrinsics: Tensor) -> Tensor:
+        return camera.intrinsics_to_K(intrinsics, self.size, self.size).to(self.device)
 
     @torch.inference_mode()
     def generate(self, drive: Drive) -> Generation:
-        d = {k: getattr(drive, k).to(self.device) for k in ("source", "source_c2w", "source_intrinsics", "features", "c2w", "intrinsics")}
-        encoded: Encoded = self.model.encode(d["source"][None], d["source_c2w"][None], d["source_intrinsics"][None])
+        encoded = self.engine.encode(drive.source[None], drive.source_c2w[None], drive.source_intrinsics[None])
         background = encoded.background_hwc
-        viewmats = view_matrices(d["source_c2w"], d["c2w"])
+        viewmats = view_matrices(drive.source_c2w, drive.c2w).to(self.device)
+        Ks = self._Ks(drive.intrinsics)
         frames, result = [], Generation(torch.empty(0))
         for start in range(0, drive.num_frames, self.batch_frames):
-            index = torch.arange(start, min(start + self.batch_frames, drive.num_frames), device=self.device)
-            count = len(index)
-            offsets = self.model.dynamic_offsets(encoded.features, audio_windows(d["features"], index), index.float() / FPS)
-            splats = to_splats(encoded.attributes.expand(count, -1, -1, -1), encoded.intrinsics.expand(count, -1), offsets)
-            out = self._render(splats, viewmats[index], d["intrinsics"][index], background)
+            index = torch.arange(start, min(start + self.batch_frames, drive.num_frames))
+            offsets = chunk_offsets(self.engine, encoded, drive.features, index, FPS)
+            splats, out = render_chunk(encoded, offsets, viewmats[index], Ks[index], self.size, background, self.backend)
             frames.append(out.rgb.clamp(0, 1).cpu())
-            if start <= drive.sheet_frame < start + count:
+            if start <= drive.sheet_frame < start + len(index):
                 i = drive.sheet_frame - start
                 depth, alpha = out.depth[i : i + 1], out.alpha[i : i + 1]
                 result.depth = DepthColors.fit(depth[0], alpha[0])(depth, alpha)[0]
-                result.novel_views = self._novel_views(splats[i], d["source_c2w"], d["source_intrinsics"], background)
+                result.novel_views = self._novel_views(splats[i], drive.source_c2w, drive.source_intrinsics, background)
         result.frames = torch.cat(frames)
         return result
 
     def _novel_views(self, splats: Splats, source_c2w: Tensor, intrinsics: Tensor, background: Tensor) -> list[np.ndarray]:
         """The splats seen from cameras orbiting the source camera at the paper's Fig. 3 yaws."""
-        yaws = torch.tensor([math.radians(y) for y in NOVEL_YAWS_DEG], device=self.device)
+        yaws = torch.tensor([math.radians(y) for y in NOVEL_YAWS_DEG])
         cameras = camera.orbit_around(source_c2w, yaws, torch.zeros_like(yaws))
         count = len(yaws)
         batch = splats.map(lambda t: t[None].expand(count, *t.shape))
-        out = self._render(batch, view_matrices(source_c2w, cameras), intrinsics.expand(count, -1), background)
+        viewmats = view_matrices(source_c2w, cameras).to(self.device)
+        out = render(batch, viewmats, self._Ks(intrinsics.expand(count, -1)), self.size, self.size,
+                     background.expand(count, -1, -1, -1), backend=self.backend)  # fmt: skip
         return list(to_uint8(out.rgb))

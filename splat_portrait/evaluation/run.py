@@ -161,7 +161,7 @@ def evaluate(options: EvaluateOptions, on_clip: Callable[[int, int], None] | Non
         generation = method.generate(drive)
         real = _real_frames(dataset, case.clip, case.num_frames)
         samples = layout.read_audio(record.paths)[: case.num_frames * SAMPLES_PER_FRAME]
-        source_image = ((drive.source + 1) / 2).clamp(0, 1).permute(1, 2, 0)
+        source_image = drive.source_image
         scores = ClipScores(record.id, source.id, case.num_frames, case.num_frames - 1)
         clips.append(scorer.score_clip(scores, generation.frames, real, source_image, samples))
         if done < options.videos:

@@ -30,13 +30,14 @@ from splat_portrait.audio.features import FeatureExtractor, extractor_for
 from splat_portrait.audio.windows import audio_windows
 from splat_portrait.media.mp4 import Mp4Writer
 from splat_portrait.models import Encoded, to_splats
-from splat_portrait.render import render
+from splat_portrait.render import RenderOutput, render
 from splat_portrait.runtime.cameras import CameraOptions, camera_path, view_matrices
 from splat_portrait.runtime.compose import DepthColors, PasteBack, to_uint8
 from splat_portrait.runtime.engines import Engine
 from splat_portrait.runtime.inputs import Portrait, load_portrait, load_speech
 from splat_portrait.runtime.model_dir import ModelCard
 from splat_portrait.runtime.outputs import OutputPaths, staged, write_world_ply
+from splat_portrait.splats import Splats
 
 STAGES = ("image", "audio", "features", "camera", "generator", "audio decoder", "render", "encode", "ply")
 
@@ -160,15 +161,11 @@ class Animator:
                 index = torch.arange(start, min(start + self.options.batch_frames, num_frames))
                 count = len(index)
                 with timer("audio decoder"):
-                    windows = audio_windows(features, index)
-                    offsets = self.engine.dynamic_offsets(encoded, windows, index.float() / self.card.fps)
+                    offsets = chunk_offsets(self.engine, encoded, features, index, self.card.fps)
                 with _torch_threads(threads):
                     with timer("render"):
-                        splats = to_splats(encoded.attributes.expand(count, -1, -1, -1), encoded.intrinsics.expand(count, -1), offsets)
-                        if device.type == "cuda":
-                            splats = splats.map(Tensor.contiguous)  # gsplat's kernels read dense arrays
-                        out = render(splats, viewmats[index.to(device)], K.expand(count, -1, -1), size, size,
-                                     background.expand(count, -1, -1, -1), backend=self.options.render_backend)  # fmt: skip
+                        splats, out = render_chunk(encoded, offsets, viewmats[index.to(device)], K.expand(count, -1, -1),
+                                                   size, background, self.options.render_backend)  # fmt: skip
                     with timer("encode"):
                         for frame in to_uint8(out.rgb):
                             video.write(paste(frame) if paste else frame)
@@ -188,6 +185,25 @@ class Animator:
                 with timer("ply"):
                     dropped += write_world_ply(to_splats(encoded.attributes, encoded.intrinsics)[0], portrait.c2w, tmp.ply)
         return dropped
+
+
+def chunk_offsets(engine: Engine, encoded: Encoded, features: Tensor, index: Tensor, fps: int) -> Tensor:
+    """Dynamic offsets (B, 3, S, S) of frames ``index`` (B,): frame ``n`` hears the audio around ``n / fps`` s, with ``ΔT = n / fps``."""
+    return engine.dynamic_offsets(encoded, audio_windows(features, index), index.float() / fps)
+
+
+def render_chunk(
+    encoded: Encoded, offsets: Tensor, viewmats: Tensor, Ks: Tensor, size: int, background: Tensor, backend: str
+) -> tuple[Splats, RenderOutput]:
+    """The splats of one chunk of frames (``offsets`` (B, 3, S, S) applied) and their render from ``viewmats``/``Ks`` (B, ...).
+
+    ``background`` (1, size, size, 3) is shared by every frame.
+    """
+    count = len(offsets)
+    splats = to_splats(encoded.attributes.expand(count, -1, -1, -1), encoded.intrinsics.expand(count, -1), offsets)
+    if splats.device.type == "cuda":
+        splats = splats.map(Tensor.contiguous)  # gsplat's kernels read dense arrays
+    return splats, render(splats, viewmats, Ks, size, size, background.expand(count, -1, -1, -1), backend=backend)
 
 
 @contextlib.contextmanager
