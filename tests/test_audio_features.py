@@ -151,3 +151,18 @@ def test_extractor_for_checks_the_spec(tiny_wav2vec2):
     assert F.extractor_for(spec).spec == spec
     with pytest.raises(SplatPortraitError, match="checkpoint was trained with wav2vec2"):
         F.extractor_for(FeatureSpec("wav2vec2", str(tiny_wav2vec2), 1024))
+
+
+def test_check_model_reads_names_the_width_and_the_features_it_got():
+    mel = FeatureSpec("mel", None, 80)
+    F.check_model_reads(mel, 80, mel, "data")
+    F.check_model_reads(None, 80, mel, "data")  # nothing recorded: only the width is checked
+    wav2vec = FeatureSpec("wav2vec2", "facebook/w", 1024)
+    with pytest.raises(SplatPortraitError) as err:
+        F.check_model_reads(None, 80, wav2vec, "data")
+    assert str(err.value) == (
+        "the model reads 80-d audio features but data has wav2vec2 'facebook/w' (1024-d, 50 Hz); "
+        "recompute the features with the extractor the model was trained with"
+    )
+    with pytest.raises(SplatPortraitError, match="checkpoint was trained with mel"):
+        F.check_model_reads(mel, 80, FeatureSpec("wav2vec2", "facebook/w", 80), "data")

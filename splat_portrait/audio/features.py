@@ -70,6 +70,17 @@ def check_compatible(trained: FeatureSpec, given: FeatureSpec) -> None:
     )
 
 
+def check_model_reads(trained: FeatureSpec | None, width: int, given: FeatureSpec, where: str) -> None:
+    """Raise unless a model reading ``width``-d features, trained on ``trained`` (None: not recorded), can take ``given`` from ``where``."""
+    if trained is not None:
+        check_compatible(trained, given)
+    if width != given.dim:
+        raise SplatPortraitError(
+            f"the model reads {width}-d audio features but {where} has {given.describe()}; "
+            "recompute the features with the extractor the model was trained with"
+        )
+
+
 def num_feature_frames(num_samples: int) -> int:
     """Number of 50 Hz features for ``num_samples`` samples at 16 kHz."""
     return math.ceil(num_samples / HOP)

@@ -19,7 +19,7 @@ import torch
 from rich.table import Table
 
 from splat_portrait import __version__
-from splat_portrait.audio.features import FeatureSpec, check_compatible
+from splat_portrait.audio.features import FeatureSpec, check_model_reads
 from splat_portrait.data import layout
 from splat_portrait.data.datasets import StaticPairDataset
 from splat_portrait.errors import SplatPortraitError
@@ -86,11 +86,7 @@ def _check_features(model: TalkingHead, training: dict[str, Any], data_dir: Path
     """The test clips' audio features, checked against what the checkpoint was trained with."""
     spec = layout.read_meta(dataset.clips[0].paths).audio_features
     trained = training.get("feature_spec")
-    if trained:
-        check_compatible(FeatureSpec.from_json(trained), spec)
-    width = model.config.dynamic.audio.feature_dim
-    if width != spec.dim:
-        raise SplatPortraitError(f"the checkpoint reads {width}-d audio features but {data_dir} has {spec.describe()}")
+    check_model_reads(FeatureSpec.from_json(trained) if trained else None, model.config.dynamic.audio.feature_dim, spec, data_dir)
     return spec
 
 

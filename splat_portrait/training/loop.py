@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from splat_portrait.audio.features import FeatureSpec, check_compatible
+from splat_portrait.audio.features import FeatureSpec, check_model_reads
 from splat_portrait.data import layout
 from splat_portrait.data.datasets import DynamicDataset, StaticPairDataset, make_loader
 from splat_portrait.errors import SplatPortraitError
@@ -180,14 +180,7 @@ class Trainer:
         else:
             model, trained_spec = initial_model(config, self.dataset.resolution, data_spec.dim), data_spec
         if config.stage == "dynamic":
-            if trained_spec is not None:
-                check_compatible(trained_spec, data_spec)
-            width = model.config.dynamic.audio.feature_dim
-            if width != data_spec.dim:
-                raise SplatPortraitError(
-                    f"the model reads {width}-d audio features but {config.data_dir} has {data_spec.describe()}; "
-                    "recompute the features with the extractor stage I was trained with"
-                )
+            check_model_reads(trained_spec, model.config.dynamic.audio.feature_dim, data_spec, config.data_dir)
         return trained_spec or data_spec, model
 
     def _trainable_parameters(self) -> list[nn.Parameter]:
