@@ -55,6 +55,11 @@ def paper_reference(protocol: str) -> dict[str, Any]:
     return {"source": f"paper {table}", "dataset": PAPER_DATASET, "rows": rows}
 
 
+def is_unavailable(value: Any) -> bool:
+    """Whether an aggregate entry is a metric's ``"unavailable: reason"`` rather than a score."""
+    return isinstance(value, str) and value.startswith("unavailable")
+
+
 def json_number(value: float | None) -> float | str | None:
     """Numbers as JSON allows them: infinities (identical images' PSNR) as strings."""
     if value is None or math.isfinite(value):
@@ -88,7 +93,7 @@ def write_csv(path: Path, clips: list[ClipScores], aggregate: dict[str, Any]) ->
     writer.writerow(["clip", "source", "frames", "scored_frames", *columns])
 
     def cell(value: Any) -> str:
-        return "" if value is None or isinstance(value, str) and value.startswith("unavailable") else str(json_number(value))
+        return "" if value is None or is_unavailable(value) else str(json_number(value))
 
     for clip in clips:
         writer.writerow([clip.id, clip.source, clip.frames, clip.scored_frames, *(cell(clip.values.get(s)) for s in columns)])
@@ -102,7 +107,7 @@ def _format(score: str, value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, str):
-        return "unavailable" if value.startswith("unavailable") else value
+        return "unavailable" if is_unavailable(value) else value
     return f"{value:.{_DECIMALS[score]}f}"
 
 
@@ -110,7 +115,7 @@ def results_table(protocol: str, label: str, aggregate: dict[str, Any], clips: i
     """Our aggregate scores under the paper's reference rows; unavailable metrics' reasons in the caption."""
     table_name, rows = PAPER_TABLES[protocol]
     columns = [s for s in SCORES if s in aggregate or any(s in r for r in rows.values())]
-    unavailable = {f"{_NAMES[s]} {v}" for s, v in aggregate.items() if isinstance(v, str) and v.startswith("unavailable")}
+    unavailable = {f"{_NAMES[s]} {v}" for s, v in aggregate.items() if is_unavailable(v)}
     notes = ["LipSync = SyncNet confidence LSE-C (the paper's LipSync column)", *sorted(unavailable)]
     table = Table(
         title=f"{protocol} evaluation, {clips} clip{'s' if clips != 1 else ''}; reference rows: paper {table_name} on {PAPER_DATASET}",
