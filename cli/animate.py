@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from splat_portrait.camera import TRAJECTORIES
+from splat_portrait.runtime.pipeline import MAX_SIZE
 from splat_portrait.errors import SplatPortraitError
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,16 @@ def animate(
     pose_from: Optional[Path] = typer.Option(None, "--pose-from", help="Follow the head pose of the face in this video."),
     yaw: float = typer.Option(0.0, "--yaw", help="Fixed camera yaw offset in degrees (positive: camera moves right)."),
     pitch: float = typer.Option(0.0, "--pitch", help="Fixed camera pitch offset in degrees (positive: camera moves up)."),
-    size: Optional[int] = typer.Option(None, "--size", min=16, help="Output size in pixels (default: the model's resolution)."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, max=MAX_SIZE, help="Output size in pixels (default: the model's resolution)."),
     ply: Optional[Path] = typer.Option(None, "--ply", help="Also write the static head as a 3DGS .ply."),
     ply_frames: Optional[Path] = typer.Option(None, "--ply-frames", help="Also write one .ply per frame into this new folder."),
     depth: Optional[Path] = typer.Option(None, "--depth", help="Also write a colour-mapped depth video (MP4)."),
     paste_back: bool = typer.Option(False, "--paste-back", help="Composite the generated head back into the full original picture."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="CSV of jobs (header: image,audio,output) run with one loaded model."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --batch: replace outputs that already exist (otherwise refused)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when onnxruntime has it), cpu or cuda."),
     batch_frames: int = typer.Option(16, "--batch-frames", min=1, help="Frames per audio-decoder and render call."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let a wav2vec2 model the model card names be fetched from the Hugging Face hub."),
 ) -> None:
     """Animate a portrait with speech: ONNX Runtime for the networks, gsplat (CUDA) or torch for rendering."""
 
@@ -78,10 +81,10 @@ def animate(
         raise SplatPortraitError("give IMAGE, AUDIO and -o OUT.mp4 (or --batch jobs.csv)")
     options = AnimateOptions(CameraOptions(camera, pose_from, yaw, pitch), size, paste_back, batch_frames)
     model_dir = open_model_dir(model)
-    animator = Animator(OnnxEngine(model_dir, device), model_dir.card, options)
+    animator = Animator(OnnxEngine(model_dir, device), model_dir.card, options, allow_download)
     log.info("model %s (%s, %d²) on %s", model_dir.root, model_dir.card.preset, model_dir.card.image_size, animator.engine.name)
     if batch is not None:
-        _run_batch(animator, batch)
+        _run_batch(animator, batch, overwrite)
         return
     with _progress() as progress:
         task = progress.add_task("animate", total=None)
@@ -94,10 +97,10 @@ def animate(
     Console().print(_summary(result), highlight=False, soft_wrap=True)
 
 
-def _run_batch(animator, batch: Path) -> None:
+def _run_batch(animator, batch: Path, overwrite: bool) -> None:
     from splat_portrait.runtime.batch import read_jobs, run_batch
 
-    jobs = read_jobs(batch)
+    jobs = read_jobs(batch, overwrite)
     with _progress() as progress:
         task = progress.add_task("", total=None)
 

@@ -2,13 +2,22 @@
 
 Frames are piped to ffmpeg one at a time, so memory stays bounded however long the video is. The
 file appears under its final name only when ffmpeg finished cleanly (atomic rename).
+
+ffmpeg reads the speech from its file, so if we died without closing it (SIGKILL runs no cleanup),
+the end of our frame pipe would look like a normal end of video and ffmpeg would go on encoding the
+rest of the audio into a playable temporary file. On Linux the kernel kills it with us
+(``PR_SET_PDEATHSIG``); the temporary it leaves is removed by the next run
+(:func:`splat_portrait.atomic.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from types import TracebackType
 
@@ -19,11 +28,24 @@ from splat_portrait.errors import SplatPortraitError
 from splat_portrait.media.ffmpeg import ffmpeg_exe
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_options() -> dict:
+    """``Popen`` keyword arguments that make the child receive SIGKILL when this process dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    # Looked up here, in the parent: between fork and exec the child should do as little as possible.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return {"preexec_fn": lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)}
+
+
 class Mp4Writer:
     """Write RGB frames (H, W, 3) uint8 as H.264/yuv420p at ``fps``, with ``audio`` muxed in as AAC.
 
     Use as a context manager; an exception inside the block discards the partial file. H.264 in
-    yuv420p needs even sizes, so odd widths/heights are padded by one edge pixel.
+    yuv420p needs even sizes, so odd widths/heights are padded by one edge pixel. ``name`` is the
+    path errors mention (default ``path``; the final name when ``path`` is itself a staging name).
     """
 
     def __init__(
@@ -34,13 +56,16 @@ class Mp4Writer:
         fps: float = 25.0,
         audio: str | os.PathLike | None = None,
         crf: int = 18,
+        name: str | os.PathLike | None = None,
     ) -> None:
         self.path = Path(path)
+        self.name = Path(name) if name is not None else self.path
         self.width, self.height, self.fps = width, height, fps
         self.audio = Path(audio) if audio is not None else None
         self.crf = crf
         self.frames_written = 0
         self._stack: contextlib.ExitStack | None = None
+        self._tmp: Path | None = None
         self._proc: subprocess.Popen | None = None
 
     def _command(self, output: Path) -> list[str]:
@@ -56,7 +81,10 @@ class Mp4Writer:
     def __enter__(self) -> Mp4Writer:
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.path))
-        self._proc = subprocess.Popen(self._command(tmp), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._tmp = tmp
+        self._proc = subprocess.Popen(
+            self._command(tmp), stdin=subprocess.PIPE, stderr=subprocess.PIPE, **_die_with_parent_options()
+        )
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -65,7 +93,7 @@ class Mp4Writer:
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
         except BrokenPipeError:
-            raise SplatPortraitError(f"could not write {self.path}: {self._finish_ffmpeg()[1]}") from None
+            raise self._failure(self._finish_ffmpeg()[1]) from None
         self.frames_written += 1
 
     def _finish_ffmpeg(self) -> tuple[int, str]:
@@ -76,6 +104,12 @@ class Mp4Writer:
         err = self._proc.stderr.read().decode(errors="replace").strip()
         return self._proc.wait(), (err.splitlines()[-1] if err else "")
 
+    def _failure(self, reason: str) -> SplatPortraitError:
+        # ffmpeg names the file it was given, a temporary one: name the file the user asked for.
+        for staging in (p for p in (self._tmp, self.path) if p is not None):
+            reason = reason.replace(str(staging), str(self.name))
+        return SplatPortraitError(f"could not write {self.name}: {reason}")
+
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc_type is not None:
             self._proc.kill()
@@ -85,7 +119,7 @@ class Mp4Writer:
         code, err = self._finish_ffmpeg()
         if code != 0 or self.frames_written == 0:
             reason = err or (f"ffmpeg exit code {code}" if code else "no frames were written")
-            failure = SplatPortraitError(f"could not write {self.path}: {reason}")
+            failure = self._failure(reason)
             self._stack.__exit__(type(failure), failure, None)
             raise failure
         self._stack.__exit__(None, None, None)

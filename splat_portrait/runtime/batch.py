@@ -3,6 +3,10 @@
 The CSV has a header row naming the columns ``image``, ``audio`` and ``output`` (in any order) and
 one job per row; relative paths are relative to the CSV file's folder. A failing row is recorded
 with its reason and the next row runs.
+
+The file is trusted input: it may name any path the user can write. Before any row runs, the
+whole file is refused if an output of one row is an input of any row (it would be replaced before
+that row reads it), or an output already exists and ``overwrite`` is off.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from splat_portrait.errors import SplatPortraitError
-from splat_portrait.runtime.outputs import OutputPaths
+from splat_portrait.runtime.outputs import OutputPaths, refuse_overwriting_inputs
 from splat_portrait.runtime.pipeline import AnimateResult, Animator
 
 log = logging.getLogger(__name__)
@@ -42,7 +46,7 @@ class JobStatus:
         return self.error is None
 
 
-def read_jobs(path: str | os.PathLike) -> list[Job]:
+def read_jobs(path: str | os.PathLike, overwrite: bool = False) -> list[Job]:
     """The jobs listed in a CSV file; a malformed file is an error before any job runs."""
     path = Path(path)
     if not path.is_file():
@@ -73,6 +77,16 @@ def read_jobs(path: str | os.PathLike) -> list[Job]:
     outputs = [j.output.resolve() for j in jobs]
     if len(set(outputs)) != len(outputs):
         raise SplatPortraitError(f"batch file {path} writes the same output file twice; give every row its own output")
+    inputs = [p for j in jobs for p in (j.image, j.audio)]
+    for job in jobs:
+        try:
+            refuse_overwriting_inputs([job.output], inputs)
+        except SplatPortraitError as err:
+            raise SplatPortraitError(f"batch file {path}, line {job.row}: {err}") from None
+    existing = [j for j in jobs if j.output.exists()]
+    if existing and not overwrite:
+        rows = ", ".join(f"line {j.row} ({j.output})" for j in existing[:3]) + (" and more" if len(existing) > 3 else "")
+        raise SplatPortraitError(f"batch file {path}: outputs already exist at {rows}; pass --overwrite to replace them")
     return jobs
 
 

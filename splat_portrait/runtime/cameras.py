@@ -39,6 +39,9 @@ class CameraOptions:
             raise SplatPortraitError(f"unknown --camera {self.trajectory!r}; choose one of {', '.join(camera.TRAJECTORIES)}")
         if self.pose_from is not None and self.trajectory != "static":
             raise SplatPortraitError(f"--pose-from sets the camera path itself; leave out --camera {self.trajectory}")
+        for flag, value in (("--yaw", self.yaw_deg), ("--pitch", self.pitch_deg)):
+            if not math.isfinite(value):
+                raise SplatPortraitError(f"{flag} must be a finite number of degrees, got {value}")
 
 
 def ping_pong(num_source: int, num_frames: int) -> np.ndarray:

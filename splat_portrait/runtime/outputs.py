@@ -11,19 +11,19 @@ frontal camera: x right, y down, z into the face), the world the cameras live in
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 from torch import Tensor
 
-from splat_portrait.atomic import atomic_path
+from splat_portrait.atomic import atomic_path, remove_stale_temporaries, temporary_name, under_final_name, writable_dir, write_error
 from splat_portrait.camera import transform_points
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.splats import Splats, write_ply
@@ -38,11 +38,27 @@ class OutputPaths:
     ply_frames: Path | None = None
     depth: Path | None = None
 
-    def check(self) -> None:
-        """Refuse clashing names and a non-empty ``ply_frames`` folder before any work is done."""
-        named = [Path(p).resolve() for p in (getattr(self, f.name) for f in fields(self)) if p is not None]
-        if len(set(named)) != len(named):
+    def named(self) -> list[Path]:
+        return [Path(p) for p in (getattr(self, f.name) for f in fields(self)) if p is not None]
+
+    def check(self, inputs: Sequence[str | os.PathLike] = ()) -> None:
+        """Refuse, before any work is done, outputs that cannot be written or would destroy an input.
+
+        Clashing names, an output that is (a link to) one of ``inputs``, a file name that is a
+        folder, a non-empty ``ply_frames`` folder and a folder that cannot take files are errors.
+        """
+        named = self.named()
+        if len({p.resolve() for p in named}) != len(named):
             raise SplatPortraitError("two outputs have the same path; give each output its own file name")
+        refuse_overwriting_inputs(named, inputs)
+        for f in fields(self):
+            target = getattr(self, f.name)
+            if target is None:
+                continue
+            target = Path(target)
+            if f.name != "ply_frames" and target.is_dir():
+                raise SplatPortraitError(f"cannot write {target}: it is a folder; name a file")
+            writable_dir(target.parent, for_file=target)
         if self.ply_frames is not None and self.ply_frames.exists():
             if not self.ply_frames.is_dir():
                 raise SplatPortraitError(f"--ply-frames {self.ply_frames} is a file; name a folder")
@@ -50,27 +66,59 @@ class OutputPaths:
                 raise SplatPortraitError(f"--ply-frames folder {self.ply_frames} is not empty; name a new or empty folder")
 
 
+def refuse_overwriting_inputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str | os.PathLike]) -> None:
+    """Raise if an output is the same file as an input: same real path, or a hard link to it."""
+    for output in map(Path, outputs):
+        for source in map(Path, inputs):
+            if _same_file(output, source):
+                raise SplatPortraitError(f"output {output} is the input {source}; writing it would destroy the input, name another file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links: another name, the same inode
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def _staged_dir(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    # mkdtemp makes a private (0700) folder; the output folder gets the usual permissions instead.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    tmp = temporary_name(path)
     try:
-        yield tmp
-        if path.is_dir():
-            path.rmdir()  # empty, as OutputPaths.check made sure
-        os.replace(tmp, path)
+        tmp.mkdir()
+    except OSError as err:
+        raise write_error(path, err) from None
+    try:
+        try:
+            yield tmp
+        except SplatPortraitError as err:
+            raise under_final_name(err, tmp, path) from None
+        try:
+            if path.is_dir():
+                path.rmdir()  # empty, as OutputPaths.check made sure
+            os.replace(tmp, path)
+        except OSError as err:
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise SplatPortraitError(
+                    f"--ply-frames folder {path} was filled by another run while this one rendered; "
+                    "its files are untouched and this run wrote none there"
+                ) from None
+            raise write_error(path, err) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def staged(outputs: OutputPaths) -> Iterator[OutputPaths]:
-    """Yield the same outputs under temporary names; on success all are renamed into place."""
-    outputs.check()
+    """Yield the same outputs under temporary names; on success all are renamed into place.
+
+    Call :meth:`OutputPaths.check` first. Leftover temporaries of killed runs beside the outputs
+    are removed here.
+    """
+    for folder in {p.parent for p in outputs.named()}:
+        remove_stale_temporaries(folder)
     with contextlib.ExitStack() as stack:
         temporary = {}
         for f in fields(outputs):

@@ -39,6 +39,12 @@ from splat_portrait.runtime.model_dir import ModelCard
 from splat_portrait.runtime.outputs import OutputPaths, staged, write_world_ply
 from splat_portrait.splats import Splats
 
+# Largest output side: a 2048² frame already takes the renderer ~1 GB; the bound keeps a typo such
+# as --size 60000 (a 43 GB allocation) from exhausting the machine.
+MAX_SIZE = 2048
+# Pixels rendered per call: large outputs render in smaller chunks so memory stays that of 16 frames at 512².
+CHUNK_PIXELS = 16 * 512 * 512
+
 STAGES = ("image", "audio", "features", "camera", "generator", "audio decoder", "render", "encode", "ply")
 
 
@@ -62,8 +68,8 @@ class AnimateOptions:
     render_threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.size is not None and self.size < 16:
-            raise ValueError(f"size must be at least 16 pixels, got {self.size}")
+        if self.size is not None and not 16 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be 16 to {MAX_SIZE} pixels, got {self.size}")
         if self.batch_frames < 1 or self.render_threads < 1:
             raise ValueError(f"batch_frames and render_threads must be at least 1, got {self.batch_frames}, {self.render_threads}")
 
@@ -100,16 +106,28 @@ class StageTimer:
 class Animator:
     """A loaded model (an :class:`Engine` and its card) that turns portraits and speech into videos."""
 
-    def __init__(self, engine: Engine, card: ModelCard, options: AnimateOptions = AnimateOptions()) -> None:
+    def __init__(
+        self, engine: Engine, card: ModelCard, options: AnimateOptions = AnimateOptions(), allow_download: bool = False
+    ) -> None:
         self.engine = engine
         self.card = card
         self.options = options
-        self.extractor: FeatureExtractor = extractor_for(card.audio_features)
+        self.extractor: FeatureExtractor = extractor_for(card.audio_features, allow_download=allow_download)
         self.intrinsics = torch.tensor(card.camera_intrinsics, dtype=torch.float32)
 
     @property
     def size(self) -> int:
         return self.options.size or self.card.image_size
+
+    @property
+    def chunk_frames(self) -> int:
+        """Frames per audio-decoder and render call: ``batch_frames``, fewer where frames are large."""
+        return max(1, min(self.options.batch_frames, CHUNK_PIXELS // self.size**2))
+
+    def inputs(self, image: str | os.PathLike, audio: str | os.PathLike) -> list[Path]:
+        """Every file a job with ``image`` and ``audio`` reads, which none of its outputs may replace."""
+        reference = self.options.camera.pose_from
+        return [Path(image), Path(audio), *([Path(reference)] if reference is not None else [])]
 
     def num_frames(self, num_samples: int) -> int:
         """``ceil(fps * duration)``, in integers so no rounding of the duration can add a frame."""
@@ -126,7 +144,7 @@ class Animator:
         """Animate ``image`` with ``audio`` into ``outputs``; ``on_frames(done, total)`` reports progress."""
         started = time.perf_counter()
         timer = StageTimer()
-        outputs.check()
+        outputs.check(inputs=self.inputs(image, audio))
         with timer("image"):
             portrait = load_portrait(image, self.card.image_size)
         with timer("audio"):
@@ -155,10 +173,11 @@ class Animator:
         dropped = 0
         threads = self.options.render_threads if device.type == "cpu" else torch.get_num_threads()
         with staged(outputs) as tmp, contextlib.ExitStack() as writers:
-            video = writers.enter_context(Mp4Writer(tmp.video, width, height, self.card.fps, audio=audio))
-            depth = writers.enter_context(Mp4Writer(tmp.depth, size, size, self.card.fps, audio=audio)) if tmp.depth else None
-            for start in range(0, num_frames, self.options.batch_frames):
-                index = torch.arange(start, min(start + self.options.batch_frames, num_frames))
+            video = writers.enter_context(Mp4Writer(tmp.video, width, height, self.card.fps, audio=audio, name=outputs.video))
+            depth = (writers.enter_context(Mp4Writer(tmp.depth, size, size, self.card.fps, audio=audio, name=outputs.depth))
+                     if tmp.depth else None)  # fmt: skip
+            for start in range(0, num_frames, self.chunk_frames):
+                index = torch.arange(start, min(start + self.chunk_frames, num_frames))
                 count = len(index)
                 with timer("audio decoder"):
                     offsets = chunk_offsets(self.engine, encoded, features, index, self.card.fps)
