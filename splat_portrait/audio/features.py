@@ -157,8 +157,8 @@ class Wav2Vec2Extractor:
     chunk_seconds = 20
     context_seconds = 1
 
-    def __init__(self, model: str, device: str = "cpu") -> None:
-        self.model, self.normalise = _load_wav2vec2(model)
+    def __init__(self, model: str, device: str = "cpu", allow_download: bool = True) -> None:
+        self.model, self.normalise = _load_wav2vec2(model, allow_download)
         self.device = torch.device(device)
         self.model.to(self.device)
         self.spec = FeatureSpec("wav2vec2", model, int(self.model.config.hidden_size))
@@ -184,8 +184,12 @@ class Wav2Vec2Extractor:
         return out
 
 
-def _load_wav2vec2(model: str) -> tuple[Any, bool]:
-    """The model in eval mode and whether its feature extractor normalises the waveform."""
+def _load_wav2vec2(model: str, allow_download: bool = True) -> tuple[Any, bool]:
+    """The model in eval mode and whether its feature extractor normalises the waveform.
+
+    A hub id is looked up in the local Hugging Face cache first; only with ``allow_download`` may
+    the hub be asked (the user named the model themselves, as with ``preprocess --audio-model``).
+    """
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     if _looks_like_path(model):
@@ -197,10 +201,15 @@ def _load_wav2vec2(model: str) -> tuple[Any, bool]:
             )
         source, local_only = str(folder), True
     else:
-        source, local_only = model, False
+        source, local_only = model, not allow_download
     try:
         net = Wav2Vec2Model.from_pretrained(source, local_files_only=local_only)
     except OSError as err:
+        if not allow_download:
+            raise SplatPortraitError(
+                f"wav2vec2 model {model!r} is not on this machine (not in the Hugging Face cache) and downloads were "
+                f"not asked for; download it (huggingface-cli download {model}) or pass --allow-download"
+            ) from err
         raise SplatPortraitError(
             f"wav2vec2 model {model!r} not found locally and the hub is unreachable or does not have it; download it "
             f"on a machine with internet (huggingface-cli download {model} --local-dir DIR) and pass --audio-model DIR, "
@@ -215,8 +224,11 @@ def _load_wav2vec2(model: str) -> tuple[Any, bool]:
 
 
 @functools.lru_cache(maxsize=2)
-def make_extractor(name: str, model: str | None = None, device: str = "cpu") -> FeatureExtractor:
-    """The extractor ``name`` (``mel`` or ``wav2vec2`` with ``model``), cached per process."""
+def make_extractor(name: str, model: str | None = None, device: str = "cpu", allow_download: bool = True) -> FeatureExtractor:
+    """The extractor ``name`` (``mel`` or ``wav2vec2`` with ``model``), cached per process.
+
+    ``allow_download``: whether a hub id missing from the local cache may be fetched (see :func:`_load_wav2vec2`).
+    """
     if name == "mel":
         if model is not None:
             raise SplatPortraitError("--audio-model applies only to --audio-features wav2vec2")
@@ -226,12 +238,15 @@ def make_extractor(name: str, model: str | None = None, device: str = "cpu") -> 
             raise SplatPortraitError(
                 "--audio-features wav2vec2 needs --audio-model PATH_OR_HUB_ID (e.g. facebook/wav2vec2-large-xlsr-53)"
             )
-        return Wav2Vec2Extractor(model, device)
+        return Wav2Vec2Extractor(model, device, allow_download)
     raise SplatPortraitError(f"unknown audio feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
 
 
-def extractor_for(spec: FeatureSpec, device: str = "cpu") -> FeatureExtractor:
-    """The extractor that makes features matching ``spec`` (e.g. a checkpoint's), checked."""
-    extractor = make_extractor(spec.extractor, spec.model, device)
+def extractor_for(spec: FeatureSpec, device: str = "cpu", allow_download: bool = False) -> FeatureExtractor:
+    """The extractor that makes features matching ``spec`` (e.g. a checkpoint's or a model card's), checked.
+
+    The spec comes from a file, not from the user, so nothing is downloaded unless ``allow_download``.
+    """
+    extractor = make_extractor(spec.extractor, spec.model, device, allow_download)
     check_compatible(spec, extractor.spec)
     return extractor

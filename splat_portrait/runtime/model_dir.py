@@ -16,13 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splat_portrait.audio.features import FeatureSpec
+from splat_portrait.audio.features import EXTRACTORS, FEATURE_RATE_HZ, FeatureSpec
 from splat_portrait.errors import SplatPortraitError
+from splat_portrait.media.audio import SAMPLE_RATE
+from splat_portrait.media.video import FPS
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,25 @@ class ModelCard:
                 raise SplatPortraitError(f"{where} lists no {name!r} graph; re-export the model")
         if len(card.camera_intrinsics) != 4 or len(card.camera_c2w) != 4 or any(len(r) != 4 for r in card.camera_c2w):
             raise SplatPortraitError(f"{where}: camera must hold 4 intrinsics and a 4x4 c2w; re-export the model")
+        problem = card.problem()
+        if problem:
+            raise SplatPortraitError(f"{where}: {problem}; re-export the model")
         return card
+
+    def problem(self) -> str | None:
+        """What makes this card's values unusable (the runtime would divide by them or allocate from them), or None."""
+        spec = self.audio_features
+        numbers = [*self.camera_intrinsics, *(v for row in self.camera_c2w for v in row)]
+        checks = (
+            (8 <= self.image_size <= 4096, f"image_size must be 8 to 4096 pixels, not {self.image_size}"),
+            (self.fps == FPS, f"fps must be {FPS} (the rate the audio windows assume), not {self.fps}"),
+            (self.sample_rate == SAMPLE_RATE, f"sample_rate must be {SAMPLE_RATE} (the rate speech is decoded at), not {self.sample_rate}"),
+            (spec.extractor in EXTRACTORS, f"audio_features.extractor {spec.extractor!r} is not one of {', '.join(EXTRACTORS)}"),
+            (spec.dim > 0 and spec.rate_hz == FEATURE_RATE_HZ, f"audio_features must be {FEATURE_RATE_HZ} Hz with a positive dim, not {spec.describe()}"),
+            (all(math.isfinite(v) for v in numbers), "camera values must be finite numbers"),
+            (all(v > 0 for v in self.camera_intrinsics[:2]), f"camera focal lengths must be positive, not {self.camera_intrinsics[:2]}"),
+        )  # fmt: skip
+        return next((message for ok, message in checks if not ok), None)
 
 
 @dataclass(frozen=True)
