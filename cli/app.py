@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module beside this one and is registered below. A
 :class:`SplatPortraitError` anywhere under a command becomes one ``error: ...`` line on stderr and
-exit code 1; anything else is a bug and keeps its traceback.
+exit code 1, and so does an operating-system error (a full disk, a read-only folder, a missing
+permission): those are the machine's state, not bugs. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from typer.core import TyperGroup
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from splat_portrait import __version__
 from splat_portrait.cli import animate
@@ -29,13 +31,44 @@ from splat_portrait.errors import SplatPortraitError
 EXIT_USER_ERROR = 1
 
 
+def os_error_line(err: OSError) -> str:
+    """``path: reason`` for an operating-system error, as one line."""
+    names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+    raise SystemExit(EXIT_USER_ERROR)
+
+
+def _flags_without_type(params: list[click.Parameter]) -> list[click.Parameter]:
+    # Typer's help shows every option's type, so an on/off flag reads "--resume <bool>" as if it took
+    # a value; an empty metavar leaves the type column blank for flags.
+    for param in params:
+        # (Typer's options are its own vendored click's classes, not click.Option.)
+        if param.param_type_name == "option" and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return _flags_without_type(super().get_params(ctx))
+
+
 class _Group(TyperGroup):
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return _flags_without_type(super().get_params(ctx))
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except SplatPortraitError as err:
-            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
-            raise SystemExit(EXIT_USER_ERROR) from None
+            _fail(str(err))
+        except OSError as err:
+            _fail(os_error_line(err))
 
 
 app = typer.Typer(
@@ -66,15 +99,19 @@ def root(
     logging.getLogger("splat_portrait").setLevel(level)
 
 
-app.command()(doctor.doctor)
-app.command("export")(export.export)
-app.command("animate")(animate.animate)
-app.command("preprocess")(preprocess.preprocess)
-app.command("synth")(synth.synth)
-app.command("train-prior")(train_prior.train_prior)
-app.command("train-static")(train.train_static)
-app.command("train-dynamic")(train.train_dynamic)
-app.command("evaluate")(evaluate.evaluate)
+COMMANDS = {
+    "doctor": doctor.doctor,
+    "export": export.export,
+    "animate": animate.animate,
+    "preprocess": preprocess.preprocess,
+    "synth": synth.synth,
+    "train-prior": train_prior.train_prior,
+    "train-static": train.train_static,
+    "train-dynamic": train.train_dynamic,
+    "evaluate": evaluate.evaluate,
+}
+for _name, _function in COMMANDS.items():
+    app.command(_name, cls=_Command)(_function)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from splat_portrait.atomic import writable_dir
 from splat_portrait.data.synthetic import SynthConfig, write_synthetic_dataset
 
 log = logging.getLogger(__name__)
@@ -18,13 +19,14 @@ def synth(
     output: Path = typer.Option(..., "--output", "-o", help="DATA_DIR to write clips/ and manifest.jsonl into."),
     clips: int = typer.Option(8, "--clips", min=1, help="Number of clips (one random identity each)."),
     seconds: float = typer.Option(5.0, "--seconds", help="Length of each clip."),
-    size: int = typer.Option(128, "--size", help="Frame size in pixels (square)."),
+    size: int = typer.Option(128, "--size", min=16, max=1024, help="Frame size in pixels (square)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed and settings give the same clips."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share of clips in the test split."),
     speech: str = typer.Option("auto", "--speech", help="auto (espeak-ng if installed), espeak, or voiced."),
 ) -> None:
     """Render procedural talking heads (with depth and mouth-opening ground truth) as training data."""
     config = SynthConfig(seconds=seconds, size=size, speech=speech)  # type: ignore[arg-type]
+    writable_dir(output)
     started = time.perf_counter()
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:

@@ -12,6 +12,7 @@ import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from splat_portrait.atomic import writable_dir
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.prior.edm import PRIOR_PRESETS
 from splat_portrait.prior.train import PriorTraining, train_prior as run
@@ -49,6 +50,7 @@ def train_prior(
     training = dataclasses.replace(
         _DEFAULTS, steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every, workers=workers
     )
+    writable_dir(output.parent, for_file=output)  # fail now, not when the first checkpoint is due
     started = time.perf_counter()
     columns = (
         TextColumn("train-prior"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),

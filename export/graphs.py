@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from splat_portrait import __version__, camera
-from splat_portrait.atomic import atomic_path
+from splat_portrait.atomic import atomic_path, writable_dir
 from splat_portrait.audio.features import EXTRACTORS, FeatureSpec, MelExtractor, check_compatible
 from splat_portrait.audio.windows import NUM_WINDOWS, WINDOW
 from splat_portrait.errors import SplatPortraitError
@@ -210,9 +210,8 @@ def export_model(
 
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SplatPortraitError(f"{out_dir} exists and is not a directory; choose another output path")
     model, training = load_checkpoint(checkpoint)
+    writable_dir(out_dir)
     model = model.eval()
     spec = feature_spec_of(model, training, audio_features, audio_model)
     num_features = len(model.config.generator.unet.channel_mults)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import platform
-import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -42,27 +42,49 @@ def _onnxruntime_check() -> Check:
     return Check("onnxruntime", True, f"{ort.__version__}; providers: {', '.join(ort.get_available_providers())}")
 
 
-def _ffmpeg_check() -> Check:
-    try:
-        import imageio_ffmpeg
+def _dlib_checks() -> list[Check]:
+    from splat_portrait.face.detect import LANDMARK_MODEL, face_model_path, landmark_predictor, require_dlib
 
-        exe = imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError) as err:
-        exe = shutil.which("ffmpeg")
-        if exe is None:
-            return Check("ffmpeg", False, f"no ffmpeg binary found ({err})")
-    first_line = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    return Check("ffmpeg", True, f"{exe} ({first_line[0] if first_line else 'version unknown'})")
+    dlib = require_dlib()
+    landmark_predictor()  # loads the model file: a damaged one fails here, as it would in animate
+    return [
+        Check("dlib", True, f"{dlib.__version__} (face detection, 68 landmarks)"),
+        Check("landmark model", True, str(face_model_path(LANDMARK_MODEL))),
+    ]
+
+
+def _ffmpeg_check() -> Check:
+    from splat_portrait.media.ffmpeg import ffmpeg_exe
+
+    exe = ffmpeg_exe()
+    try:
+        result = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return Check("ffmpeg", False, f"{exe} does not run ({err})")
+    first_line = result.stdout.splitlines()[:1]
+    if result.returncode != 0 or not first_line:
+        return Check("ffmpeg", False, f"{exe} does not run (exit code {result.returncode})")
+    return Check("ffmpeg", True, f"{exe} ({first_line[0]})")
+
+
+def _checked(name: str, run: Callable[[], Check | list[Check]]) -> list[Check]:
+    """A check's results; a check that fails in any way reports that failure instead of crashing doctor."""
+    try:
+        result = run()
+    except Exception as err:  # doctor's job is to describe a broken environment, whatever broke
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return [Check(name, False, reason)]
+    return result if isinstance(result, list) else [result]
 
 
 def environment_report() -> list[Check]:
     """One :class:`Check` per component the pipeline uses, in pipeline order."""
     from splat_portrait import __version__
 
-    return [
-        Check("splat-portrait", True, f"{__version__} (Python {platform.python_version()})"),
-        *_torch_checks(),
-        _gsplat_check(),
-        _onnxruntime_check(),
-        _ffmpeg_check(),
-    ]
+    checks = [Check("splat-portrait", True, f"{__version__} (Python {platform.python_version()})")]
+    for name, run in (
+        ("torch", _torch_checks), ("gsplat", _gsplat_check), ("onnxruntime", _onnxruntime_check),
+        ("dlib", _dlib_checks), ("ffmpeg", _ffmpeg_check),
+    ):  # fmt: skip
+        checks += _checked(name, run)
+    return checks

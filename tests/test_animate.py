@@ -14,11 +14,10 @@ from typer.testing import CliRunner
 from splat_portrait import camera
 from splat_portrait.cli.app import app
 from splat_portrait.errors import SplatPortraitError
-from splat_portrait.export.graphs import export_model
 from splat_portrait.media.audio import load_audio, write_wav
 from splat_portrait.media.ffmpeg import ffmpeg_exe, probe
 from splat_portrait.media.video import read_frames
-from splat_portrait.models import TalkingHead, preset, save_checkpoint
+from splat_portrait.models import preset
 from splat_portrait.render.projection import quat_to_rotmat
 from splat_portrait.runtime import model_dir as model_dir_module
 from splat_portrait.runtime.batch import read_jobs
@@ -48,19 +47,6 @@ def cli(*args: str):
 
 def ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    model = TalkingHead(preset("tiny"))
-    with torch.no_grad():
-        # Weights as after a little training: the speech moves the splats by a fraction of a pixel.
-        model.dynamic.conv_out.weight.normal_(0, 0.003)
-    save_checkpoint(root / "tiny.ckpt", model)
-    export_model(root / "tiny.ckpt", root / "model")
-    return root / "model"
 
 
 @pytest.fixture(scope="module")

@@ -148,5 +148,5 @@ def test_export_errors_are_one_line_and_exit_1(tmp_path):
     ckpt = tmp_path / "tiny.ckpt"
     save_checkpoint(ckpt, trained_like_model())
     clash = runner.invoke(app, ["export", str(ckpt), "-o", str(tmp_path / "file")])
-    assert clash.exit_code == 1 and "exists and is not a directory" in clash.output
+    assert clash.exit_code == 1 and "is a file, not a folder" in clash.output
     assert not np.any([p.suffix == ".onnx" for p in tmp_path.rglob("*")])

@@ -206,7 +206,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(data_dir, tmp_pat
     _assert_same_weights(_weights(tmp_path / "whole" / "static.ckpt"), _weights(killed / "static.ckpt"))
 
 
-def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("checkpoint_every", [2, 10])
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch, checkpoint_every):
     forward = Objective.forward
     calls = []
 
@@ -219,10 +220,17 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, t
         return terms
 
     monkeypatch.setattr(Objective, "forward", poisoned)
-    config = TrainConfig("static", str(data_dir), steps=5, checkpoint_every=2, **FAST)
+    config = TrainConfig("static", str(data_dir), steps=5, checkpoint_every=checkpoint_every, **FAST)
     run = tmp_path / "run"
     with pytest.raises(SplatPortraitError) as caught:
         train(config, run)
+    if checkpoint_every == 10:  # nothing saved yet: there is nothing to --resume
+        assert str(caught.value) == (
+            "loss became NaN (l2) at step 3; no checkpoint was written yet (the first is due at step 10); "
+            "lower --lr or check the data, then start the run again"
+        )
+        assert not (run / "last.ckpt").exists()
+        return
     assert str(caught.value) == (
         f"loss became NaN (l2) at step 3; the last good checkpoint is {run / 'last.ckpt'} (step 2); "
         "lower --lr or check the data, then --resume"

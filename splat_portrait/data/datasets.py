@@ -51,6 +51,8 @@ class ClipRecord:
 def load_clips(data_dir: str | os.PathLike, split: str) -> list[ClipRecord]:
     """The clips of ``split`` listed in ``data_dir``'s manifest, checked to be complete and consistent."""
     root = Path(data_dir)
+    if root.exists() and not root.is_dir():
+        raise SplatPortraitError(f"data directory {root} is a file; pass the folder `splat-portrait preprocess` wrote")
     if not root.is_dir():
         raise SplatPortraitError(
             f"data directory {root} does not exist; create it with `splat-portrait preprocess` or `splat-portrait synth -o {root}`"

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from splat_portrait.atomic import writable_dir
 from splat_portrait.audio.features import FeatureSpec, make_extractor
 from splat_portrait.camera import default_intrinsics
 from splat_portrait.data import layout
@@ -192,6 +193,7 @@ def preprocess(
         raise SplatPortraitError(f"--workers must be at least 1, got {workers}")
     # Fail once, up front, on a missing feature model rather than once per clip.
     spec = make_extractor(options.audio_features, options.audio_model).spec
+    writable_dir(data_dir)
     if on_start:
         on_start(len(videos))
     results: list[ClipResult] = []

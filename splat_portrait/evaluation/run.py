@@ -19,6 +19,7 @@ import torch
 from rich.table import Table
 
 from splat_portrait import __version__
+from splat_portrait.atomic import writable_dir
 from splat_portrait.audio.features import FeatureSpec, check_model_reads
 from splat_portrait.data import layout
 from splat_portrait.data.datasets import StaticPairDataset
@@ -138,6 +139,7 @@ def evaluate(options: EvaluateOptions, on_clip: Callable[[int, int], None] | Non
     names = protocol_metrics(options.protocol, options.metrics)
     if options.videos < 0:
         raise SplatPortraitError(f"--videos must be 0 or more, got {options.videos}")
+    out = writable_dir(options.output)  # a read-only EVAL_DIR fails now, not after every clip is generated
     device = options.metric_options.device
     model, training = _load(options.checkpoint, device)
     dataset = StaticPairDataset(options.data_dir, "test", model.config.image_size, seed=0, cache_bytes=0)
@@ -148,7 +150,6 @@ def evaluate(options: EvaluateOptions, on_clip: Callable[[int, int], None] | Non
     method: Method = CopySource() if options.baseline else ModelMethod(model, device, options.batch_frames, options.render_backend)
     scorer = Scorer(_build_metrics(names, options.metric_options))
 
-    out = Path(options.output)
     (out / "sheets").mkdir(parents=True, exist_ok=True)
     clips, videos, sheets = [], [], []
     for done, case in enumerate(cases):

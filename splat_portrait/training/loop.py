@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from splat_portrait.atomic import writable_dir
 from splat_portrait.audio.features import FeatureSpec, check_model_reads
 from splat_portrait.data import layout
 from splat_portrait.data.datasets import DynamicDataset, StaticPairDataset, make_loader
@@ -77,6 +78,8 @@ def train(
     """
     context = distributed.start(device)
     try:
+        if context.is_main:
+            writable_dir(run_dir)  # a read-only or full RUN_DIR fails now, not at the first checkpoint
         return Trainer(config, Path(run_dir), context, resume).run(on_step)
     finally:
         distributed.stop(context)
@@ -263,11 +266,11 @@ class Trainer:
         where = f" ({', '.join(culprits)})" if culprits else ""
         if self.last_saved is None:
             kept = f"no checkpoint was written yet (the first is due at step {self.config.checkpoint_every})"
+            then = "then start the run again"
         else:
             kept = f"the last good checkpoint is {self.resume_path} (step {self.last_saved})"
-        raise SplatPortraitError(
-            f"{what} became {kind}{where} at step {number}; {kept}; lower --lr or check the data, then --resume"
-        )
+            then = "then --resume"
+        raise SplatPortraitError(f"{what} became {kind}{where} at step {number}; {kept}; lower --lr or check the data, {then}")
 
     # ----------------------------------------------------------------------- files (rank 0)
 
