@@ -1,8 +1,10 @@
 """The Animator: portrait + speech -> talking-head MP4 (and optional depth video and ``.ply`` files).
 
-Per job: crop and pose the portrait, decode the speech and compute its features, run the generator
-once, then walk the frames in chunks of ``batch_frames``: audio windows -> one audio-decoder call
--> splats -> one render call -> frames piped to ffmpeg. Only one chunk of windows, offsets and
+Per job: crop and pose the portrait, decode the speech, then :meth:`Animator.prepare` computes its
+features, the camera path and runs the generator once, and :meth:`Animator.chunks` walks the frames
+in chunks of ``batch_frames``: audio windows -> one audio-decoder call -> splats -> one render
+call; ``animate`` pipes each chunk's frames to ffmpeg. (``prepare`` and ``chunks`` take inputs
+already in memory, for callers with no files or no ffmpeg, such as ``benchmarks/gpu_check.py``.) Only one chunk of windows, offsets and
 images is in memory at a time, so a ten-minute clip runs in the memory of a ten-second one; what
 grows with the length is the decoded speech (64 kB/s) and its features (D * 200 B/s, 16 kB/s for mel).
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -88,6 +91,29 @@ class AnimateResult:
         return self.frames / self.total_seconds if self.total_seconds > 0 else math.inf
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One job made ready for the frame loop: the portrait, speech features, cameras and the generator's output."""
+
+    portrait: Portrait
+    features: Tensor  # (N, D) 50 Hz audio features
+    viewmats: Tensor  # (F, 4, 4) one camera per frame, on the engine's device
+    encoded: Encoded
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.viewmats)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive frames rendered together: their indices (B,), splats and render."""
+
+    index: Tensor
+    splats: Splats
+    render: RenderOutput
+
+
 class StageTimer:
     """Wall-clock seconds spent in each named stage, accumulated over repeated entries."""
 
@@ -149,6 +175,16 @@ class Animator:
             portrait = load_portrait(image, self.card.image_size)
         with timer("audio"):
             samples = load_speech(audio)
+        job = self.prepare(portrait, samples, timer)
+        dropped = self._write(job, Path(audio), outputs, timer, on_frames)
+        total = time.perf_counter() - started
+        seconds = {s: timer.seconds[s] for s in STAGES if s in timer.seconds}
+        return AnimateResult(outputs, job.num_frames, len(samples) / self.card.sample_rate, seconds, total, dropped)
+
+    @torch.inference_mode()
+    def prepare(self, portrait: Portrait, samples: np.ndarray, timer: StageTimer | None = None) -> Prepared:
+        """A loaded portrait and 16 kHz speech -> features, the camera path and the generator's output."""
+        timer = timer or StageTimer()
         with timer("features"):
             features = torch.from_numpy(self.extractor(samples))
         num_frames = self.num_frames(len(samples))
@@ -156,35 +192,43 @@ class Animator:
             viewmats = view_matrices(portrait.c2w, camera_path(self.options.camera, portrait.c2w, num_frames))
         with timer("generator"):
             encoded = self.engine.encode(portrait.generator_input(), portrait.c2w[None], self.intrinsics[None])
-        dropped = self._write(portrait, encoded, features, viewmats, Path(audio), outputs, timer, on_frames)
-        total = time.perf_counter() - started
-        seconds = {s: timer.seconds[s] for s in STAGES if s in timer.seconds}
-        return AnimateResult(outputs, num_frames, len(samples) / self.card.sample_rate, seconds, total, dropped)
+        return Prepared(portrait, features, viewmats.to(self.engine.device), encoded)
 
-    def _write(self, portrait: Portrait, encoded: Encoded, features: Tensor, viewmats: Tensor, audio: Path,
-               outputs: OutputPaths, timer: StageTimer, on_frames: Callable[[int, int], None] | None) -> int:  # fmt: skip
-        device, size, num_frames = self.engine.device, self.size, len(viewmats)
-        viewmats = viewmats.to(device)
-        K = camera.intrinsics_to_K(encoded.intrinsics[:1], size, size).to(device)
-        background = _resize(encoded.background, size).permute(0, 2, 3, 1).to(device)
+    @torch.inference_mode()
+    def chunks(self, job: Prepared, timer: StageTimer | None = None) -> Iterator[Chunk]:
+        """The job's frames, ``chunk_frames`` at a time: audio decoder -> splats -> one render call each."""
+        timer = timer or StageTimer()
+        device, size = self.engine.device, self.size
+        K = camera.intrinsics_to_K(job.encoded.intrinsics[:1], size, size).to(device)
+        background = _resize(job.encoded.background, size).permute(0, 2, 3, 1).to(device)
+        for start in range(0, job.num_frames, self.chunk_frames):
+            index = torch.arange(start, min(start + self.chunk_frames, job.num_frames))
+            with timer("audio decoder"):
+                offsets = chunk_offsets(self.engine, job.encoded, job.features, index, self.card.fps)
+            with self._render_threads(), timer("render"):
+                splats, out = render_chunk(job.encoded, offsets, job.viewmats[index.to(device)], K.expand(len(index), -1, -1),
+                                           size, background, self.options.render_backend)  # fmt: skip
+            yield Chunk(index, splats, out)
+
+    def _render_threads(self) -> contextlib.AbstractContextManager:
+        if self.engine.device.type != "cpu":
+            return contextlib.nullcontext()
+        return _torch_threads(self.options.render_threads)
+
+    def _write(self, job: Prepared, audio: Path, outputs: OutputPaths, timer: StageTimer,
+               on_frames: Callable[[int, int], None] | None) -> int:  # fmt: skip
+        size, portrait = self.size, job.portrait
         paste = PasteBack(portrait.image, portrait.box) if self.options.paste_back else None
         width, height = paste.size if paste else (size, size)
         depth_colors: DepthColors | None = None
         dropped = 0
-        threads = self.options.render_threads if device.type == "cpu" else torch.get_num_threads()
         with staged(outputs) as tmp, contextlib.ExitStack() as writers:
             video = writers.enter_context(Mp4Writer(tmp.video, width, height, self.card.fps, audio=audio, name=outputs.video))
             depth = (writers.enter_context(Mp4Writer(tmp.depth, size, size, self.card.fps, audio=audio, name=outputs.depth))
                      if tmp.depth else None)  # fmt: skip
-            for start in range(0, num_frames, self.chunk_frames):
-                index = torch.arange(start, min(start + self.chunk_frames, num_frames))
-                count = len(index)
-                with timer("audio decoder"):
-                    offsets = chunk_offsets(self.engine, encoded, features, index, self.card.fps)
-                with _torch_threads(threads):
-                    with timer("render"):
-                        splats, out = render_chunk(encoded, offsets, viewmats[index.to(device)], K.expand(count, -1, -1),
-                                                   size, background, self.options.render_backend)  # fmt: skip
+            for chunk in self.chunks(job, timer):
+                out = chunk.render
+                with self._render_threads():
                     with timer("encode"):
                         for frame in to_uint8(out.rgb):
                             video.write(paste(frame) if paste else frame)
@@ -194,15 +238,15 @@ class Animator:
                                 depth.write(frame)
                     if tmp.ply_frames is not None:
                         with timer("ply"):
-                            for i, n in enumerate(index.tolist()):
-                                dropped += write_world_ply(splats[i], portrait.c2w, tmp.ply_frames / f"frame_{n:06d}.ply")
+                            for i, n in enumerate(chunk.index.tolist()):
+                                dropped += write_world_ply(chunk.splats[i], portrait.c2w, tmp.ply_frames / f"frame_{n:06d}.ply")
                 if on_frames:
-                    on_frames(start + count, num_frames)
+                    on_frames(int(chunk.index[-1]) + 1, job.num_frames)
             with timer("encode"):
                 writers.close()  # ffmpeg finishes the files here
             if tmp.ply is not None:
                 with timer("ply"):
-                    dropped += write_world_ply(to_splats(encoded.attributes, encoded.intrinsics)[0], portrait.c2w, tmp.ply)
+                    dropped += write_world_ply(to_splats(job.encoded.attributes, job.encoded.intrinsics)[0], portrait.c2w, tmp.ply)
         return dropped
 
 
