@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench doctor clean
+.PHONY: install test demo bench doctor gpu-prepare clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/render.py
+
+# Fill the ignored .gpu/ folder (gsplat's wheel, prepared inputs, the corpus at 128²) for
+# benchmarks/gpu_check.py on a GPU machine that reaches no package index; see README "GPU machines".
+gpu-prepare: install
+	$(PY) benchmarks/gpu_check.py --prepare --corpus ../shared/data/videos
 
 doctor: install
 	$(VENV)/bin/splat-portrait doctor

@@ -15,6 +15,7 @@ elsewhere it is the growth of ru_maxrss, which under-reports after an earlier, b
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
 import statistics
@@ -27,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splat_portrait import camera  # noqa: E402
+from splat_portrait.environment import run_record  # noqa: E402
 from splat_portrait.render import gsplat_status, render  # noqa: E402
 from splat_portrait.splats import Splats  # noqa: E402
 
@@ -162,6 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="Also write the rows, with the run record (commit, machine, versions), here.")
     args = parser.parse_args()
 
     cases = [("torch", torch.device("cpu"))]
@@ -173,6 +176,9 @@ def main() -> None:
     print(f"python {platform.python_version()}, torch {torch.__version__}; gsplat: {detail}")
     rows = [bench(backend, device, args.resolution, args.repeats) for backend, device in cases]
     print_table(rows)
+    if args.json:
+        record = {"benchmark": "render", "resolution": args.resolution, "repeats": args.repeats, "record": run_record(), "rows": rows}
+        args.json.write_text(json.dumps(record, indent=1, default=str))
 
     cpu = rows[0]
     if args.resolution == 256:

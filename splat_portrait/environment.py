@@ -88,3 +88,37 @@ def environment_report() -> list[Check]:
     ):  # fmt: skip
         checks += _checked(name, run)
     return checks
+
+
+def run_record(seed: int | None = None) -> dict:
+    """Where a figure comes from, for the JSON every benchmark writes: commit, date, machine, versions, command line."""
+    import datetime
+    import os
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from splat_portrait import __version__
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    versions = {"splat-portrait": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "commit": commit or "unknown",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "gpu": gpu},
+        "versions": versions,
+        "seed": seed,
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+    }
