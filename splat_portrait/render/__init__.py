@@ -4,10 +4,12 @@ Two backends draw the same image: ``"gsplat"`` (its fused CUDA kernels) and ``"t
 any device, tile-binned and vectorised), which follows gsplat's projection and compositing rules
 exactly; ``"auto"`` takes gsplat where its kernels run. Module map: ``projection`` (EWA splat
 projection), ``torch_backend`` (binning + compositing with a hand-written backward),
-``gsplat_backend`` (the gsplat call and its availability check), ``api`` (this entry point).
+``gsplat_backend`` (the gsplat call and its availability check), ``api`` (this entry point),
+``gsplat_compat`` (``rasterization()``: the torch rasteriser behind gsplat's own signature).
 """
 
 from splat_portrait.render.api import BACKENDS, RenderOutput, render, resolve_backend
 from splat_portrait.render.gsplat_backend import gsplat_status
+from splat_portrait.render.gsplat_compat import rasterization
 
-__all__ = ["BACKENDS", "RenderOutput", "gsplat_status", "render", "resolve_backend"]
+__all__ = ["BACKENDS", "RenderOutput", "gsplat_status", "rasterization", "render", "resolve_backend"]
