@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from splat_portrait import camera
 from splat_portrait.cli.app import app
 from splat_portrait.data import layout, synthetic
+from splat_portrait.data.synthetic import head, speech
 from splat_portrait.data.layout import ClipPaths
 from splat_portrait.data.synthetic import SynthConfig, synthesize_clip, write_synthetic_dataset
 from splat_portrait.errors import SplatPortraitError
@@ -109,7 +110,7 @@ def test_depth_is_the_z_depth_of_the_head_surface(clip):
     hit = depth > 0
     points = camera.transform_points(c2w, (rays * depth[..., None]).reshape(40, -1, 3)).reshape(40, SIZE, SIZE, 3)
     centres = torch.from_numpy(identity.parts[:, 0]).expand(40, -1, -1).clone()
-    centres[:, synthetic.JAW, 1] += synthetic._JAW_DROP * torch.from_numpy(clip.mouth_open)
+    centres[:, head.JAW, 1] += head._JAW_DROP * torch.from_numpy(clip.mouth_open)
     radii = torch.from_numpy(identity.parts[:, 1])
     # Scaled radius of every point w.r.t. every ellipsoid: 1 on its surface, < 1 inside.
     rho = (((points[:, :, :, None] - centres[:, None, None]) / radii) ** 2).sum(-1).sqrt()
@@ -160,7 +161,7 @@ def test_espeak_speech_drives_the_mouth():
 
 
 def test_without_espeak_auto_falls_back_and_espeak_is_refused(monkeypatch):
-    monkeypatch.setattr(synthetic.shutil, "which", lambda name: None)
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
     quick = SynthConfig(seconds=0.4, size=16)
     assert synthesize_clip(1, quick).speech == "voiced"
     with pytest.raises(SplatPortraitError) as err:

@@ -1,44 +1,25 @@
-"""Procedural talking heads with ground truth, written in the preprocessed clip layout.
+"""The synthetic head: random identities, their motion (camera wander, blinks) and the analytic ray caster that renders them.
 
-Each clip is a head made of a few ellipsoids (cranium, jaw, nose, neck, ears) with a solid
-procedural skin texture, hair, eyes that blink and a mouth whose opening follows the loudness of
-the clip's own audio, in front of a textured background plane. The camera wanders like a talking
-person's head (a few degrees of yaw, pitch and roll plus small shifts). An analytic ray caster in
-torch renders every frame at once, so a 5 s clip at 128^2 takes seconds on a CPU.
-
-Ground truth for each frame: the z-depth of the head (0 where the background shows) and the mouth
-opening in [0, 1]. Every clip is a pure function of its seed: different seeds give different
-identities (shape, skin, hair, eyes, background, voice).
+A head is a few ellipsoids (cranium, jaw, nose, neck, ears) with a solid procedural skin texture,
+hair, eyes that blink and a jaw that drops with the mouth opening, in front of a textured
+background plane. The ray caster renders every frame of a clip at once in torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
-import subprocess
-import tempfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Iterator, Literal, get_args
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from splat_portrait import camera
-from splat_portrait.atomic import atomic_open
-from splat_portrait.audio.features import make_extractor
 from splat_portrait.data import layout
-from splat_portrait.data.layout import ClipPaths
-from splat_portrait.errors import SplatPortraitError
-from splat_portrait.media.audio import load_audio, write_wav
 
 FPS = layout.FPS
-SAMPLE_RATE = layout.SAMPLE_RATE
-SpeechKind = Literal["auto", "espeak", "voiced"]
-SPEECH_KINDS: tuple[str, ...] = get_args(SpeechKind)
 
 # Ellipsoid parts of every head, in this order (index = part id in the renderer).
 CRANIUM, JAW, NOSE, NECK, LEFT_EAR, RIGHT_EAR = range(6)
@@ -64,27 +45,6 @@ _CHUNK_RAYS = 1 << 17
 
 
 @dataclass(frozen=True)
-class SynthConfig:
-    """How synthetic clips look and move."""
-
-    seconds: float = 5.0
-    size: int = 128
-    # Colour is averaged over supersample^2 rays per pixel (antialiased edges like a real camera's).
-    supersample: int = 2
-    max_yaw_deg: float = 8.0
-    max_pitch_deg: float = 5.0
-    max_roll_deg: float = 2.0
-    # Camera translation jitter (world units; the head is ~0.4 wide).
-    max_shift: float = 0.02
-    speech: SpeechKind = "auto"
-    jpeg_quality: int = 95
-
-    @property
-    def num_frames(self) -> int:
-        return round(self.seconds * FPS)
-
-
-@dataclass(frozen=True)
 class HeadIdentity:
     """Everything that makes one synthetic person look like themselves."""
 
@@ -104,19 +64,6 @@ class HeadIdentity:
     background_waves: np.ndarray  # (K, 3) 2D wave vectors and phases
     f0: float  # voice pitch (Hz) of the fallback voiced sound
     voice: str  # espeak-ng voice
-
-
-@dataclass(frozen=True)
-class SyntheticClip:
-    """One rendered clip with its ground truth, before it is written to disk."""
-
-    frames: np.ndarray  # (F, S, S, 3) uint8
-    depth: np.ndarray  # (F, S, S) float32 z-depth, 0 = background
-    mouth_open: np.ndarray  # (F,) float32 in [0, 1]
-    audio: np.ndarray  # (N,) float32 16 kHz mono
-    intrinsics: np.ndarray  # (F, 4) normalised
-    c2w: np.ndarray  # (F, 4, 4)
-    speech: str  # "espeak" or "voiced": how the audio was made
 
 
 def random_identity(rng: np.random.Generator) -> HeadIdentity:
@@ -161,109 +108,6 @@ def _random_waves(rng: np.random.Generator, count: int, dims: int, low: float, h
     return np.concatenate([directions * frequencies, phases], 1).astype(np.float32)
 
 
-# ----------------------------------------------------------------------------------------- audio
-
-_VOWEL_FORMANTS = np.array(
-    [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410], [660, 1720, 2410]],
-    np.float64,
-)
-_FORMANT_BANDWIDTHS = np.array([90.0, 110.0, 170.0])
-_WORDS = (
-    "the quick brown fox jumps over a lazy dog while seven happy people talk about weather music travel "
-    "and science today we will learn how light moves through water glass and air every morning she walks "
-    "to the old market near the river where fresh bread costs little and friends meet to share stories"
-).split()
-
-
-def voiced_speech(rng: np.random.Generator, seconds: float, f0: float) -> np.ndarray:
-    """Speech-like sound without a synthesiser: vowel syllables at 3-5 Hz in phrases with pauses.
-
-    A glottal pulse train (pitch ``f0`` with intonation) is shaped by the formants of a random
-    vowel per syllable; each syllable rises and falls in loudness, so the mouth has something to
-    follow.
-    """
-    num = round(seconds * SAMPLE_RATE)
-    t = np.arange(num) / SAMPLE_RATE
-    pitch = f0 * (1 + 0.08 * np.sin(2 * math.pi * rng.uniform(0.2, 0.5) * t + rng.uniform(0, 2 * math.pi)))
-    phase = np.cumsum(pitch) / SAMPLE_RATE
-    pulses = np.diff(np.floor(phase), prepend=0.0)
-    out = np.zeros(num + SAMPLE_RATE // 2)
-    start = rng.uniform(0.05, 0.3)
-    while start < seconds:
-        for _ in range(rng.integers(3, 9)):
-            duration = rng.uniform(0.12, 0.3)
-            a, b = round(start * SAMPLE_RATE), min(round((start + duration) * SAMPLE_RATE), num)
-            if b - a > 16:
-                envelope = np.sin(np.linspace(0, math.pi, b - a)) ** 0.7 * rng.uniform(0.4, 1.0)
-                vowel = _VOWEL_FORMANTS[rng.integers(len(_VOWEL_FORMANTS))]
-                syllable = _formant_filter(pulses[a:b] * envelope, vowel)
-                out[a : a + len(syllable)] += syllable
-            start += duration + rng.uniform(0.0, 0.05)
-        start += rng.uniform(0.15, 0.6)
-    out = out[:num]
-    peak = np.abs(out).max()
-    return (0.6 * out / peak if peak > 0 else out).astype(np.float32)
-
-
-def _formant_filter(source: np.ndarray, formants: np.ndarray) -> np.ndarray:
-    # Zero padding leaves room for the resonances to ring out instead of wrapping around.
-    size = 1 << int(math.ceil(math.log2(len(source) + 1024)))
-    freqs = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
-    response = sum(1.0 / (1.0 + ((freqs - f) / bw) ** 2) for f, bw in zip(formants, _FORMANT_BANDWIDTHS))
-    # A gentle high-frequency roll-off (-6 dB per octave above 300 Hz), as in voiced speech.
-    response = response / (1.0 + (freqs / 300.0) ** 2) ** 0.5
-    return np.fft.irfft(np.fft.rfft(source, size) * response, size)
-
-
-def espeak_speech(rng: np.random.Generator, seconds: float, voice: str, exe: str) -> np.ndarray:
-    """A random English sentence spoken by espeak-ng, 16 kHz mono, cut or padded to ``seconds``."""
-    words = rng.choice(_WORDS, size=math.ceil(seconds * 3.5))
-    text = " ".join(w + ("," if rng.random() < 0.15 else "") for w in words)
-    command = [exe, "-v", voice, "-p", str(rng.integers(30, 71)), "-s", str(rng.integers(140, 181))]
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "speech.wav"
-        result = subprocess.run([*command, "-w", str(wav), text], capture_output=True)
-        if result.returncode != 0:
-            raise SplatPortraitError(f"espeak-ng failed: {result.stderr.decode('utf-8', 'replace').strip()}")
-        speech = load_audio(wav)
-    num = round(seconds * SAMPLE_RATE)
-    lead = round(rng.uniform(0.05, 0.3) * SAMPLE_RATE)
-    out = np.zeros(num, np.float32)
-    speech = speech[: num - lead]
-    out[lead : lead + len(speech)] = speech
-    return out
-
-
-def clip_audio(rng: np.random.Generator, seconds: float, identity: HeadIdentity, kind: SpeechKind) -> tuple[np.ndarray, str]:
-    """The clip's sound and how it was made: espeak-ng speech where available, else voiced sound."""
-    exe = shutil.which("espeak-ng")
-    if kind == "espeak" and exe is None:
-        raise SplatPortraitError("espeak-ng not found; install it (apt-get install espeak-ng) or use --speech voiced")
-    if kind != "voiced" and exe is not None:
-        return espeak_speech(rng, seconds, identity.voice, exe), "espeak"
-    return voiced_speech(rng, seconds, identity.f0), "voiced"
-
-
-def mouth_opening(audio: np.ndarray, num_frames: int) -> np.ndarray:
-    """Per-frame mouth opening in [0, 1] from the audio's loudness: (num_frames,) float32.
-
-    Frame ``n`` sits at time ``n / 25`` s (the same centring as the 50 Hz features): its RMS over
-    the 40 ms around that time, normalised by the clip's loud level, gently compressed so quieter
-    syllables still open the mouth, and smoothed because lips cannot move instantly.
-    """
-    hop = SAMPLE_RATE // FPS
-    padded = np.pad(np.asarray(audio, np.float64), (hop // 2, hop * (num_frames + 1)))
-    windows = padded[: num_frames * hop].reshape(num_frames, hop)
-    rms = np.sqrt((windows**2).mean(1))
-    loud = np.percentile(rms, 95)
-    if loud < 1e-4:
-        return np.zeros(num_frames, np.float32)
-    opening = np.clip(rms / loud, 0, 1) ** 0.7
-    kernel = np.array([0.25, 0.5, 0.25])
-    smoothed = np.convolve(np.pad(opening, 1, mode="edge"), kernel, mode="valid")
-    return np.clip(smoothed, 0, 1).astype(np.float32)
-
-
 def blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
     """Eye closure in [0, 1] per frame: a ~0.2 s blink every 2-5 s."""
     closure = np.zeros(num_frames, np.float32)
@@ -277,7 +121,6 @@ def blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
     return closure
 
 
-# ---------------------------------------------------------------------------------------- camera
 
 
 def _wander(rng: np.random.Generator, num_frames: int, amplitude: float) -> np.ndarray:
@@ -290,12 +133,14 @@ def _wander(rng: np.random.Generator, num_frames: int, amplitude: float) -> np.n
     return amplitude * signal / weights.sum()
 
 
-def talking_cameras(rng: np.random.Generator, num_frames: int, config: SynthConfig) -> tuple[Tensor, Tensor]:
+def talking_cameras(
+    rng: np.random.Generator, num_frames: int, max_yaw_deg: float, max_pitch_deg: float, max_roll_deg: float, max_shift: float
+) -> tuple[Tensor, Tensor]:
     """Per-frame normalised intrinsics (F, 4) and c2w (F, 4, 4) of a head moving while it talks."""
-    yaw = torch.from_numpy(_wander(rng, num_frames, math.radians(config.max_yaw_deg)))
-    pitch = torch.from_numpy(_wander(rng, num_frames, math.radians(config.max_pitch_deg)))
-    roll = torch.from_numpy(_wander(rng, num_frames, math.radians(config.max_roll_deg)))
-    shift = torch.from_numpy(np.stack([_wander(rng, num_frames, config.max_shift) for _ in range(3)], -1))
+    yaw = torch.from_numpy(_wander(rng, num_frames, math.radians(max_yaw_deg)))
+    pitch = torch.from_numpy(_wander(rng, num_frames, math.radians(max_pitch_deg)))
+    roll = torch.from_numpy(_wander(rng, num_frames, math.radians(max_roll_deg)))
+    shift = torch.from_numpy(np.stack([_wander(rng, num_frames, max_shift) for _ in range(3)], -1))
     c2w = camera.orbit_around(camera.default_c2w(dtype=torch.float64), yaw, pitch)
     forward = c2w[:, :3, 2]
     c2w[:, :3, :3] = camera.axis_angle_to_matrix(forward, roll) @ c2w[:, :3, :3]
@@ -303,7 +148,6 @@ def talking_cameras(rng: np.random.Generator, num_frames: int, config: SynthConf
     return camera.default_intrinsics((num_frames,)), c2w.float()
 
 
-# --------------------------------------------------------------------------------------- renderer
 
 
 @dataclass(frozen=True)
@@ -477,116 +321,3 @@ def _render(scene: _Scene, c2w: Tensor, intrinsics: Tensor, size: int, supersamp
         colour = torch.nn.functional.avg_pool2d(colour, supersample).permute(0, 2, 3, 1)
         rgb[frames.numpy()] = (colour.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return rgb, depth
-
-
-def synthesize_clip(seed: int, config: SynthConfig = SynthConfig()) -> SyntheticClip:
-    """Render one clip: a random identity (from ``seed``) talking for ``config.seconds``."""
-    rng = np.random.default_rng(seed)
-    identity = random_identity(rng)
-    num_frames = config.num_frames
-    # Separate streams, so e.g. switching the speech kind leaves the camera path and blinks as they were.
-    audio_rng, camera_rng, blink_rng = (np.random.default_rng([seed, k]) for k in (1, 2, 3))
-    audio, speech = clip_audio(audio_rng, config.seconds, identity, config.speech)
-    mouth = mouth_opening(audio, num_frames)
-    intrinsics, c2w = talking_cameras(camera_rng, num_frames, config)
-    frames, depth = render_head(identity, c2w, intrinsics, mouth, blinks(blink_rng, num_frames), config.size, config.supersample)
-    return SyntheticClip(frames, depth, mouth, audio, intrinsics.numpy(), c2w.numpy(), speech)
-
-
-# ------------------------------------------------------------------------------------ on disk
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """What a synthetic clip knows about itself: per-frame z-depth and mouth opening."""
-
-    depth: np.ndarray  # (F, S, S) float32, 0 = background
-    mouth_open: np.ndarray  # (F,) float32 in [0, 1]
-
-
-def write_ground_truth(paths: ClipPaths, truth: GroundTruth) -> None:
-    with atomic_open(paths.depth, "wb") as f:
-        np.save(f, truth.depth.astype(np.float16))
-    with atomic_open(paths.mouth_open, "wb") as f:
-        np.save(f, truth.mouth_open.astype(np.float32))
-
-
-def read_ground_truth(paths: ClipPaths) -> GroundTruth:
-    """Depth and mouth opening of a synthetic clip (float32); a clear error for a real clip."""
-    if not (paths.depth.is_file() and paths.mouth_open.is_file()):
-        raise SplatPortraitError(f"clip {paths.id} has no ground truth (depth.npy, mouth_open.npy); only synthetic clips do")
-    return GroundTruth(np.load(paths.depth).astype(np.float32), np.load(paths.mouth_open).astype(np.float32))
-
-
-def clip_seed(seed: int, index: int) -> int:
-    """The seed of clip ``index`` of a dataset made with ``seed``."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
-def clip_id(seed: int, index: int) -> str:
-    return f"synth-s{seed}-{index:05d}"
-
-
-def write_clip(paths: ClipPaths, clip: SyntheticClip, recipe: dict, config: SynthConfig) -> None:
-    """Write a rendered clip in the preprocessed layout, ground truth included, COMPLETE last."""
-    extractor = make_extractor("mel")
-    layout.start_clip(paths)
-    for index, frame in enumerate(clip.frames):
-        layout.write_frame(paths, index, frame, quality=config.jpeg_quality)
-    write_wav(paths.audio, clip.audio)
-    layout.write_features(paths, extractor(clip.audio))
-    size = clip.frames.shape[1]
-    layout.write_cameras(paths, layout.Cameras(clip.intrinsics, clip.c2w, size, size))
-    write_ground_truth(paths, GroundTruth(clip.depth, clip.mouth_open))
-    duration = len(clip.audio) / SAMPLE_RATE
-    meta = layout.ClipMeta(
-        id=paths.id, num_frames=len(clip.frames), duration=duration, source="synthetic",
-        audio_features=extractor.spec, synthetic=True, extra={"synth": {**recipe, "speech": clip.speech}},
-    )  # fmt: skip
-    layout.write_meta(paths, meta)
-    layout.mark_complete(paths)
-
-
-def _recipe(seed: int, index: int, config: SynthConfig) -> dict:
-    return {"seed": seed, "index": index, "clip_seed": clip_seed(seed, index), "config": asdict(config)}
-
-
-def _already_made(paths: ClipPaths, recipe: dict) -> bool:
-    if not layout.is_complete(paths):
-        return False
-    made = layout.read_meta(paths).extra.get("synth", {})
-    return {k: made.get(k) for k in recipe} == recipe
-
-
-def write_synthetic_dataset(
-    data_dir: str | os.PathLike,
-    num_clips: int,
-    seed: int = 0,
-    config: SynthConfig = SynthConfig(),
-    test_fraction: float = 0.1,
-    on_clip: Callable[[str], None] | None = None,
-) -> list[layout.ManifestEntry]:
-    """Render ``num_clips`` clips into ``data_dir`` and (re)write its manifest.
-
-    Clips already there from the same seed and settings are kept, so an interrupted run resumes.
-    The manifest lists every complete clip in ``data_dir`` (see :func:`layout.rebuild_manifest`).
-    ``on_clip`` is called with each clip id once it is on disk.
-    """
-    if num_clips < 1:
-        raise SplatPortraitError(f"--clips must be at least 1, got {num_clips}")
-    if config.seconds * FPS < 1:
-        raise SplatPortraitError(f"--seconds must give at least one frame at {FPS} fps, got {config.seconds}")
-    if config.size < 8:
-        raise SplatPortraitError(f"--size must be at least 8 pixels, got {config.size}")
-    if not 0.0 <= test_fraction <= 1.0:
-        raise SplatPortraitError(f"--test-fraction must be in [0, 1], got {test_fraction}")
-    if config.speech not in SPEECH_KINDS:
-        raise SplatPortraitError(f"--speech must be one of {', '.join(SPEECH_KINDS)}, got {config.speech!r}")
-    for index in range(num_clips):
-        paths = ClipPaths.of(data_dir, clip_id(seed, index))
-        recipe = _recipe(seed, index, config)
-        if not _already_made(paths, recipe):
-            write_clip(paths, synthesize_clip(recipe["clip_seed"], config), recipe, config)
-        if on_clip is not None:
-            on_clip(paths.id)
-    return layout.rebuild_manifest(data_dir, test_fraction)
