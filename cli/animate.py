@@ -46,7 +46,7 @@ def animate(
     image: Optional[Path] = typer.Argument(None, help="Portrait photo (PNG, JPEG, WebP, ...).", show_default=False),
     audio: Optional[Path] = typer.Argument(None, help="Speech (any audio or video file ffmpeg reads).", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="The MP4 to write (H.264 + AAC, 25 fps)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR from `splat-portrait export` (default: the bundled model)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR from `splat-portrait export` (ONNX Runtime), or a checkpoint (PyTorch); default: the bundled model."),
     camera: str = typer.Option("static", "--camera", help=f"Camera path: {', '.join(TRAJECTORIES)}."),
     pose_from: Optional[Path] = typer.Option(None, "--pose-from", help="Follow the head pose of the face in this video."),
     yaw: float = typer.Option(0.0, "--yaw", help="Fixed camera yaw offset in degrees (positive: camera moves right)."),
@@ -65,10 +65,8 @@ def animate(
     """Animate a portrait with speech: ONNX Runtime for the networks, gsplat (CUDA) or torch for rendering."""
 
     from splat_portrait.runtime.cameras import CameraOptions
-    from splat_portrait.runtime.engines import OnnxEngine
-    from splat_portrait.runtime.model_dir import open_model_dir
-    from splat_portrait.runtime.outputs import OutputPaths
-    from splat_portrait.runtime.pipeline import AnimateOptions, Animator
+    from splat_portrait.runtime.pipeline import AnimateOptions
+    from splat_portrait.runtime.talking_head import TalkingHeadPipeline
 
     if device not in ("auto", "cpu", "cuda"):
         raise SplatPortraitError(f"unknown --device {device!r}; choose auto, cpu or cuda")
@@ -80,16 +78,15 @@ def animate(
     elif image is None or audio is None or output is None:
         raise SplatPortraitError("give IMAGE, AUDIO and -o OUT.mp4 (or --batch jobs.csv)")
     options = AnimateOptions(CameraOptions(camera, pose_from, yaw, pitch), size, paste_back, batch_frames)
-    model_dir = open_model_dir(model)
-    animator = Animator(OnnxEngine(model_dir, device), model_dir.card, options, allow_download)
-    log.info("model %s (%s, %d²) on %s", model_dir.root, model_dir.card.preset, model_dir.card.image_size, animator.engine.name)
+    pipe = TalkingHeadPipeline.from_pretrained(model, device, options, allow_download)
+    log.info("model %s (%s, %d²) on %s", model or "bundled", pipe.card.preset, pipe.card.image_size, pipe.engine.name)
     if batch is not None:
-        _run_batch(animator, batch, overwrite)
+        _run_batch(pipe, batch, overwrite)
         return
     with _progress() as progress:
         task = progress.add_task("animate", total=None)
-        result = animator.animate(
-            image, audio, OutputPaths(output, ply, ply_frames, depth),
+        result = pipe.save(
+            image, audio, output, ply, ply_frames, depth,
             on_frames=lambda done, total: progress.update(task, completed=done, total=total),
         )  # fmt: skip
     if result.dropped_splats:
@@ -97,7 +94,7 @@ def animate(
     Console().print(_summary(result), highlight=False, soft_wrap=True)
 
 
-def _run_batch(animator, batch: Path, overwrite: bool) -> None:
+def _run_batch(pipe, batch: Path, overwrite: bool) -> None:
     from splat_portrait.runtime.batch import read_jobs, run_batch
 
     jobs = read_jobs(batch, overwrite)
@@ -107,7 +104,7 @@ def _run_batch(animator, batch: Path, overwrite: bool) -> None:
         def start(job) -> None:
             progress.reset(task, total=None, description=f"row {job.row}: {job.output.name}")
 
-        statuses = run_batch(animator, jobs, start, lambda done, total: progress.update(task, completed=done, total=total))
+        statuses = run_batch(pipe, jobs, start, lambda done, total: progress.update(task, completed=done, total=total))
     table = Table(title=f"animate --batch {batch}")
     for name, justify in (("row", "right"), ("output", "left"), ("frames", "right"), ("frames/s", "right"), ("status", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]

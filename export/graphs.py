@@ -39,7 +39,7 @@ from splat_portrait.atomic import atomic_path, writable_dir
 from splat_portrait.audio.features import EXTRACTORS, FeatureSpec, MelExtractor, check_compatible
 from splat_portrait.audio.windows import NUM_WINDOWS, WINDOW
 from splat_portrait.errors import SplatPortraitError
-from splat_portrait.models import PRESETS, TalkingHead, load_checkpoint
+from splat_portrait.models import TalkingHead, load_checkpoint
 from splat_portrait.runtime.model_dir import (
     AUDIO_DECODER, CARD, FP16_SUFFIX, GENERATOR, GraphInfo, ModelCard, create_session, execution_providers, sha256_of,
 )  # fmt: skip
@@ -100,10 +100,6 @@ def feature_spec_of(
         hint = "" if recorded else "; the checkpoint does not record its audio features: pass --audio-features/--audio-model"
         raise SplatPortraitError(f"audio features {spec.describe()} do not fit the model, which reads {dim}-d features{hint}")
     return spec
-
-
-def _preset_name(model: TalkingHead) -> str:
-    return next((name for name, config in PRESETS.items() if config == model.config), "custom")
 
 
 def _graph_specs(model: TalkingHead, num_features: int) -> tuple[_GraphSpec, _GraphSpec]:
@@ -240,18 +236,11 @@ def export_model(
                     f"{graph.name}{suffix}.onnx", sha256_of(tmp), precision, graph.input_names, graph.output_names,
                     parity[graph.name],
                 )  # fmt: skip
-        card = ModelCard(
-            preset=_preset_name(model),
-            image_size=model.config.image_size,
-            audio_features=spec,
-            camera_intrinsics=camera.default_intrinsics(dtype=torch.float64).tolist(),
-            camera_c2w=camera.default_c2w(dtype=torch.float64).tolist(),
-            opset=opset,
-            graphs=graphs,
+        card = ModelCard.for_model(
+            model, spec, opset=opset, graphs=graphs,
             versions={"splat_portrait": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                       "onnxruntime": onnxruntime.__version__},
             source_checkpoint={"file": checkpoint.name, "sha256": sha256_of(checkpoint)},
-            config=model.config.to_dict(),
         )  # fmt: skip
         card_tmp.write_text(json.dumps(card.to_json(), indent=2) + "\n", encoding="utf-8")
     return card

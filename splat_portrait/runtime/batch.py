@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from splat_portrait.errors import SplatPortraitError
-from splat_portrait.runtime.outputs import OutputPaths, refuse_overwriting_inputs
-from splat_portrait.runtime.pipeline import AnimateResult, Animator
+from splat_portrait.runtime.outputs import refuse_overwriting_inputs
+from splat_portrait.runtime.pipeline import AnimateResult
+from splat_portrait.runtime.talking_head import TalkingHeadPipeline
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def read_jobs(path: str | os.PathLike, overwrite: bool = False) -> list[Job]:
 
 
 def run_batch(
-    animator: Animator,
+    pipe: TalkingHeadPipeline,
     jobs: list[Job],
     on_job: Callable[[Job], None] | None = None,
     on_frames: Callable[[int, int], None] | None = None,
@@ -102,7 +103,7 @@ def run_batch(
         if on_job:
             on_job(job)
         try:
-            result = animator.animate(job.image, job.audio, OutputPaths(job.output), on_frames)
+            result = pipe.save(job.image, job.audio, job.output, on_frames=on_frames)
             statuses.append(JobStatus(job, result=result))
         except SplatPortraitError as err:
             log.warning("row %d failed: %s", job.row, err)

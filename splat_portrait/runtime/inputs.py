@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,24 +82,51 @@ def _to_rgb(img) -> np.ndarray:
     return np.asarray(img.convert("RGB"), np.uint8)
 
 
-def load_portrait(path: str | os.PathLike, size: int) -> Portrait:
-    """Load ``path``, find its largest face and cut the aligned ``size`` x ``size`` crop the model expects."""
-    image = load_image(path)
+def load_portrait(image: str | os.PathLike | np.ndarray | Any, size: int) -> Portrait:
+    """Find the largest face of ``image`` (a file, an (H, W, 3) uint8 RGB array or a PIL image) and cut the aligned crop."""
+    name = "the image" if _in_memory(image) else str(image)
+    image = image_array(image) if _in_memory(image) else load_image(image)
     face = locate_face(image)
     if face is None:
-        raise SplatPortraitError(f"no face found in {path}; use a photo with one clearly visible, roughly frontal face")
+        raise SplatPortraitError(f"no face found in {name}; use a photo with one clearly visible, roughly frontal face")
     box = face.boxes[0]
     return Portrait(image, box, crop_square(image, box, size), torch.from_numpy(face.c2w[0]).float())
 
 
-def load_speech(path: str | os.PathLike) -> np.ndarray:
-    """Any audio (or video) file's sound as 16 kHz mono float32, refusing empty and silent tracks."""
-    path = Path(path)
-    samples = load_audio(path, SAMPLE_RATE)
+def load_speech(audio: str | os.PathLike | np.ndarray) -> np.ndarray:
+    """Any audio (or video) file's sound, or (N,) samples already at 16 kHz, as mono float32; empty and silent tracks are refused."""
+    if isinstance(audio, np.ndarray):
+        name = "the speech samples"
+        if audio.ndim != 1 or audio.size == 0 or not np.issubdtype(audio.dtype, np.floating):
+            raise SplatPortraitError(f"speech samples must be a non-empty (N,) float array at {SAMPLE_RATE} Hz, got {audio.dtype} {audio.shape}")
+        samples = audio.astype(np.float32)
+    else:
+        name, samples = str(audio), load_audio(Path(audio), SAMPLE_RATE)
     peak = float(np.abs(samples).max())
     level = 20 * math.log10(peak) if peak > 0 else -math.inf
-    if level < SILENCE_DBFS:
+    if not level >= SILENCE_DBFS:  # also refuses NaN samples
         raise SplatPortraitError(
-            f"{path} contains only silence (peak level {level:.0f} dBFS); a talking head needs a speech recording"
+            f"{name} contains only silence (peak level {level:.0f} dBFS); a talking head needs a speech recording"
         )
     return samples
+
+
+def _in_memory(image: Any) -> bool:
+    return not isinstance(image, (str, os.PathLike))
+
+
+def image_array(image: Any) -> np.ndarray:
+    """An in-memory portrait (an (H, W, 3) uint8 RGB array or a PIL image) as the (H, W, 3) uint8 array the face finder takes."""
+    from PIL import Image, ImageOps
+
+    if isinstance(image, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(image))
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image)
+    raise SplatPortraitError(
+        f"an in-memory portrait must be an (H, W, 3) uint8 RGB array or a PIL image, got {_describe(image)}"
+    )
+
+
+def _describe(value: Any) -> str:
+    return f"an array of {value.dtype} {value.shape}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"

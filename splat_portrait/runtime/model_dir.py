@@ -69,6 +69,26 @@ class ModelCard:
     fps: int = 25
     sample_rate: int = 16000
 
+    @classmethod
+    def for_model(cls, model: Any, audio_features: FeatureSpec, **fields: Any) -> ModelCard:
+        """The card of a :class:`~splat_portrait.models.TalkingHead`: its size, config and preset, the default camera.
+
+        ``fields`` fill the rest (``graphs``, ``opset``, ``versions``, ``source_checkpoint``); a model
+        run in PyTorch has no graphs.
+        """
+        import torch
+
+        from splat_portrait import camera
+        from splat_portrait.models.config import PRESETS
+
+        preset = next((name for name, config in PRESETS.items() if config == model.config), "custom")
+        return cls(
+            preset=preset, image_size=model.config.image_size, audio_features=audio_features,
+            camera_intrinsics=camera.default_intrinsics(dtype=torch.float64).tolist(),
+            camera_c2w=camera.default_c2w(dtype=torch.float64).tolist(),
+            opset=fields.pop("opset", 0), graphs=fields.pop("graphs", {}), config=model.config.to_dict(), **fields,
+        )  # fmt: skip
+
     @property
     def feature_names(self) -> list[str]:
         """Names of the decoder-feature tensors the generator hands to the audio decoder, coarsest first."""

@@ -16,12 +16,14 @@ portrait stands for the moment the speech starts, like the source frame in train
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from torch import Tensor
 from splat_portrait import camera
 from splat_portrait.audio.features import FeatureExtractor, extractor_for
 from splat_portrait.audio.windows import audio_windows
+from splat_portrait.media.audio import write_wav
 from splat_portrait.media.mp4 import Mp4Writer
 from splat_portrait.models import Encoded, to_splats
 from splat_portrait.render import RenderOutput, render
@@ -95,10 +98,11 @@ class AnimateResult:
 class Prepared:
     """One job made ready for the frame loop: the portrait, speech features, cameras and the generator's output."""
 
-    portrait: Portrait
+    portrait: Portrait | None  # None where the source is not a photo (evaluation drives a dataset frame)
     features: Tensor  # (N, D) 50 Hz audio features
     viewmats: Tensor  # (F, 4, 4) one camera per frame, on the engine's device
     encoded: Encoded
+    intrinsics: Tensor  # (F, 4) normalised intrinsics of each frame's camera
 
     @property
     def num_frames(self) -> int:
@@ -107,11 +111,12 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Consecutive frames rendered together: their indices (B,), splats and render."""
+    """Consecutive frames rendered together: their indices (B,), splats and render, and the job's background (1, S, S, 3)."""
 
     index: Tensor
     splats: Splats
     render: RenderOutput
+    background: Tensor
 
 
 class StageTimer:
@@ -138,8 +143,13 @@ class Animator:
         self.engine = engine
         self.card = card
         self.options = options
-        self.extractor: FeatureExtractor = extractor_for(card.audio_features, allow_download=allow_download)
+        self.allow_download = allow_download
         self.intrinsics = torch.tensor(card.camera_intrinsics, dtype=torch.float32)
+
+    @functools.cached_property
+    def extractor(self) -> FeatureExtractor:
+        """The card's audio feature extractor, loaded on first use (evaluation brings its own features)."""
+        return extractor_for(self.card.audio_features, allow_download=self.allow_download)
 
     @property
     def size(self) -> int:
@@ -150,10 +160,10 @@ class Animator:
         """Frames per audio-decoder and render call: ``batch_frames``, fewer where frames are large."""
         return max(1, min(self.options.batch_frames, CHUNK_PIXELS // self.size**2))
 
-    def inputs(self, image: str | os.PathLike, audio: str | os.PathLike) -> list[Path]:
+    def inputs(self, image: Any, audio: Any) -> list[Path]:
         """Every file a job with ``image`` and ``audio`` reads, which none of its outputs may replace."""
-        reference = self.options.camera.pose_from
-        return [Path(image), Path(audio), *([Path(reference)] if reference is not None else [])]
+        files = [image, audio, self.options.camera.pose_from]
+        return [Path(f) for f in files if isinstance(f, (str, os.PathLike))]
 
     def num_frames(self, num_samples: int) -> int:
         """``ceil(fps * duration)``, in integers so no rounding of the duration can add a frame."""
@@ -162,12 +172,16 @@ class Animator:
     @torch.inference_mode()
     def animate(
         self,
-        image: str | os.PathLike,
-        audio: str | os.PathLike,
+        image: str | os.PathLike | np.ndarray | Any,
+        audio: str | os.PathLike | np.ndarray,
         outputs: OutputPaths,
         on_frames: Callable[[int, int], None] | None = None,
     ) -> AnimateResult:
-        """Animate ``image`` with ``audio`` into ``outputs``; ``on_frames(done, total)`` reports progress."""
+        """Animate ``image`` with ``audio`` into ``outputs``; ``on_frames(done, total)`` reports progress.
+
+        ``image`` is a file, an (H, W, 3) uint8 RGB array or a PIL image; ``audio`` a file or (N,)
+        float samples at 16 kHz.
+        """
         started = time.perf_counter()
         timer = StageTimer()
         outputs.check(inputs=self.inputs(image, audio))
@@ -176,7 +190,11 @@ class Animator:
         with timer("audio"):
             samples = load_speech(audio)
         job = self.prepare(portrait, samples, timer)
-        dropped = self._write(job, Path(audio), outputs, timer, on_frames)
+        with tempfile.TemporaryDirectory() as tmp:
+            if isinstance(audio, np.ndarray):  # ffmpeg muxes the speech from a file
+                audio = Path(tmp) / "speech.wav"
+                write_wav(audio, samples)
+            dropped = self._write(job, Path(audio), outputs, timer, on_frames)
         total = time.perf_counter() - started
         seconds = {s: timer.seconds[s] for s in STAGES if s in timer.seconds}
         return AnimateResult(outputs, job.num_frames, len(samples) / self.card.sample_rate, seconds, total, dropped)
@@ -192,23 +210,24 @@ class Animator:
             viewmats = view_matrices(portrait.c2w, camera_path(self.options.camera, portrait.c2w, num_frames))
         with timer("generator"):
             encoded = self.engine.encode(portrait.generator_input(), portrait.c2w[None], self.intrinsics[None])
-        return Prepared(portrait, features, viewmats.to(self.engine.device), encoded)
+        return Prepared(portrait, features, viewmats.to(self.engine.device), encoded, self.intrinsics.expand(num_frames, -1))
 
     @torch.inference_mode()
     def chunks(self, job: Prepared, timer: StageTimer | None = None) -> Iterator[Chunk]:
         """The job's frames, ``chunk_frames`` at a time: audio decoder -> splats -> one render call each."""
         timer = timer or StageTimer()
         device, size = self.engine.device, self.size
-        K = camera.intrinsics_to_K(job.encoded.intrinsics[:1], size, size).to(device)
+        Ks = camera.intrinsics_to_K(job.intrinsics, size, size).to(device)
         background = _resize(job.encoded.background, size).permute(0, 2, 3, 1).to(device)
         for start in range(0, job.num_frames, self.chunk_frames):
             index = torch.arange(start, min(start + self.chunk_frames, job.num_frames))
             with timer("audio decoder"):
                 offsets = chunk_offsets(self.engine, job.encoded, job.features, index, self.card.fps)
             with self._render_threads(), timer("render"):
-                splats, out = render_chunk(job.encoded, offsets, job.viewmats[index.to(device)], K.expand(len(index), -1, -1),
-                                           size, background, self.options.render_backend)  # fmt: skip
-            yield Chunk(index, splats, out)
+                frames = index.to(device)
+                splats, out = render_chunk(job.encoded, offsets, job.viewmats[frames], Ks[frames], size, background,
+                                           self.options.render_backend)  # fmt: skip
+            yield Chunk(index, splats, out, background)
 
     def _render_threads(self) -> contextlib.AbstractContextManager:
         if self.engine.device.type != "cpu":
