@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def evaluate(
     data_dir: Path = typer.Argument(..., help="Preprocessed DATA_DIR; its test split is evaluated."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint (.pt) from train-static / train-dynamic."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "--model", help="Checkpoint from train-static / train-dynamic (PyTorch), or a MODEL_DIR from export (ONNX Runtime: what animate runs)."),
     output: Path = typer.Option(..., "--output", "-o", help="EVAL_DIR for metrics.json, metrics.csv, videos/ and sheets/."),
     protocol: str = typer.Option("same-identity", "--protocol", help="same-identity or cross-identity."),
     seconds: float = typer.Option(5.0, "--seconds", help="Evaluate the first this many seconds of each clip."),

@@ -220,3 +220,23 @@ def test_scorer_runs_set_and_sync_metrics_through_their_interfaces():
     assert aggregate["fid"] == pytest.approx(expected_fid)
     assert aggregate["lse_c"] == pytest.approx(7.5) and aggregate["lse_d"] == pytest.approx(7.5)
     assert aggregate["lpips"] == "unavailable: no weights"
+
+
+def test_an_exported_model_dir_scores_like_its_checkpoint_and_kinds_stay_apart(setup):
+    from splat_portrait.export.graphs import export_model
+
+    root, data, checkpoint = setup
+    model_dir = root / "exported"
+    export_model(checkpoint, model_dir)
+    scored = {}
+    for name, model in (("ckpt", checkpoint), ("onnx", model_dir)):
+        result = run(data, "--model", model, "-o", root / f"kind-{name}", "--metrics", "psnr,ssim", "--videos", "0")
+        assert result.exit_code == 0, result.output
+        scored[name] = json.loads((root / f"kind-{name}" / "metrics.json").read_text())
+    onnx = scored["onnx"]
+    assert onnx["checkpoint"]["kind"] == "model directory (ONNX Runtime)" and scored["ckpt"]["checkpoint"]["kind"] == "checkpoint (PyTorch)"
+    assert onnx["aggregate"]["psnr"] == pytest.approx(scored["ckpt"]["aggregate"]["psnr"], abs=0.05)
+    assert set(onnx["aggregate_by_kind"]) == {"synthetic"}  # every clip here is synthetic
+    assert onnx["aggregate_by_kind"]["synthetic"]["clips"] == 2
+    assert onnx["aggregate_by_kind"]["synthetic"]["psnr"] == pytest.approx(onnx["aggregate"]["psnr"])
+    assert onnx["record"]["commit"] and onnx["record"]["versions"]["torch"]

@@ -2,7 +2,8 @@
 
 Both take the same :class:`Drive` (source image and camera, driving audio features and cameras)
 and return a :class:`Generation`, so every metric and output treats them alike.
-The model runs ``animate``'s own chunk functions (:mod:`splat_portrait.runtime.pipeline`): the generator runs once on the source, frame ``n`` gets the dynamic
+The model runs through the public :class:`~splat_portrait.runtime.talking_head.TalkingHeadPipeline`
+(``reenact``), the same frame loop as ``animate``: the generator runs once on the source, frame ``n`` gets the dynamic
 offsets of the audio around ``t = n / 25`` s with ``ΔT = t`` (time since the source frame), and
 the splats, living in the source view space, are rendered from the driving camera of frame ``n``
 over the predicted background.
@@ -19,13 +20,10 @@ import torch
 from torch import Tensor
 
 from splat_portrait import camera
-from splat_portrait.data.layout import FPS
-from splat_portrait.models import TalkingHead
 from splat_portrait.render import render
 from splat_portrait.runtime.cameras import view_matrices
 from splat_portrait.runtime.compose import DepthColors, to_uint8
-from splat_portrait.runtime.engines import TorchEngine
-from splat_portrait.runtime.pipeline import chunk_offsets, render_chunk
+from splat_portrait.runtime.talking_head import TalkingHeadPipeline
 from splat_portrait.splats import Splats
 
 NOVEL_YAWS_DEG = (-35.0, 0.0, 35.0)
@@ -78,37 +76,31 @@ class CopySource:
 
 
 class ModelMethod:
-    """A :class:`TalkingHead` checkpoint in PyTorch, through animate's own chunk functions, ``batch_frames`` frames a chunk."""
+    """A model (a checkpoint in PyTorch or a MODEL_DIR in ONNX Runtime) through the public :class:`TalkingHeadPipeline` (``reenact``)."""
 
     name = "model"
 
-    def __init__(self, model: TalkingHead, device: str | torch.device = "cpu", batch_frames: int = 16, backend: str = "auto"):
-        self.engine = TorchEngine(model, device)
-        self.device = self.engine.device
-        self.batch_frames = batch_frames
-        self.backend = backend
-        self.size = model.config.image_size
+    def __init__(self, pipeline: TalkingHeadPipeline):
+        self.pipeline = pipeline
+        self.device = pipeline.engine.device
+        self.backend = pipeline.options.render_backend
+        self.size = pipeline.card.image_size
 
     def _Ks(self, intrinsics: Tensor) -> Tensor:
         return camera.intrinsics_to_K(intrinsics, self.size, self.size).to(self.device)
 
     @torch.inference_mode()
     def generate(self, drive: Drive) -> Generation:
-        encoded = self.engine.encode(drive.source[None], drive.source_c2w[None], drive.source_intrinsics[None])
-        background = encoded.background_hwc
-        viewmats = view_matrices(drive.source_c2w, drive.c2w).to(self.device)
-        Ks = self._Ks(drive.intrinsics)
+        chunks = self.pipeline.reenact(drive.source, drive.source_c2w, drive.source_intrinsics, drive.features, drive.c2w, drive.intrinsics)
         frames, result = [], Generation(torch.empty(0))
-        for start in range(0, drive.num_frames, self.batch_frames):
-            index = torch.arange(start, min(start + self.batch_frames, drive.num_frames))
-            offsets = chunk_offsets(self.engine, encoded, drive.features, index, FPS)
-            splats, out = render_chunk(encoded, offsets, viewmats[index], Ks[index], self.size, background, self.backend)
+        for chunk in chunks:
+            out, start = chunk.render, int(chunk.index[0])
             frames.append(out.rgb.clamp(0, 1).cpu())
-            if start <= drive.sheet_frame < start + len(index):
+            if start <= drive.sheet_frame < start + len(chunk.index):
                 i = drive.sheet_frame - start
                 depth, alpha = out.depth[i : i + 1], out.alpha[i : i + 1]
                 result.depth = DepthColors.fit(depth[0], alpha[0])(depth, alpha)[0]
-                result.novel_views = self._novel_views(splats[i], drive.source_c2w, drive.source_intrinsics, background)
+                result.novel_views = self._novel_views(chunk.splats[i], drive.source_c2w, drive.source_intrinsics, chunk.background)
         result.frames = torch.cat(frames)
         return result
 

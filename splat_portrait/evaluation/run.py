@@ -27,14 +27,18 @@ from splat_portrait.errors import SplatPortraitError
 from splat_portrait.evaluation import report
 from splat_portrait.evaluation.methods import CopySource, Drive, Method, ModelMethod
 from splat_portrait.evaluation.protocol import Case, check_baseline, plan_cases, protocol_metrics
-from splat_portrait.evaluation.scoring import ClipScores, Scorer
+from splat_portrait.evaluation.scoring import ClipScores, Scorer, weighted_mean
 from splat_portrait.evaluation.sheet import contact_sheet, write_png
 from splat_portrait.media.audio import write_wav
 from splat_portrait.media.mp4 import Mp4Writer
 from splat_portrait.metrics import Metric, MetricOptions, Unavailable, build_metric
-from splat_portrait.models import TalkingHead, load_checkpoint
+from splat_portrait.environment import run_record
+from splat_portrait.models import load_checkpoint
 from splat_portrait.runtime.compose import to_uint8
-from splat_portrait.runtime.model_dir import sha256_of
+from splat_portrait.runtime.engines import OnnxEngine
+from splat_portrait.runtime.model_dir import open_model_dir, sha256_of
+from splat_portrait.runtime.pipeline import AnimateOptions
+from splat_portrait.runtime.talking_head import TalkingHeadPipeline
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +82,36 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _load(checkpoint: Path, device: str) -> tuple[TalkingHead, dict[str, Any]]:
-    model, training = load_checkpoint(checkpoint, device)
-    return model.eval(), training if isinstance(training, dict) else {}
+@dataclass(frozen=True)
+class _Evaluated:
+    """What is scored: a checkpoint (PyTorch) or an exported MODEL_DIR (ONNX Runtime, what users run)."""
+
+    pipeline: TalkingHeadPipeline
+    trained_features: FeatureSpec | None  # as recorded by training or the model card
+    feature_width: int
+    training: dict[str, Any]  # stage, step, ... ({} for a MODEL_DIR)
+    fingerprint: str  # SHA-256 of the checkpoint, or of the MODEL_DIR's model.json (which hashes its graphs)
 
 
-def _check_features(model: TalkingHead, training: dict[str, Any], data_dir: Path, dataset: StaticPairDataset) -> FeatureSpec:
-    """The test clips' audio features, checked against what the checkpoint was trained with."""
+def _load(path: Path, device: str, batch_frames: int, backend: str) -> _Evaluated:
+    options = AnimateOptions(batch_frames=batch_frames, render_backend=backend)
+    if path.is_dir():
+        model_dir = open_model_dir(path)
+        pipeline = TalkingHeadPipeline(OnnxEngine(model_dir, "cuda" if str(device).startswith("cuda") else "cpu"), model_dir.card, options)
+        spec = model_dir.card.audio_features
+        return _Evaluated(pipeline, spec, spec.dim, {}, sha256_of(path / "model.json"))
+    model, training = load_checkpoint(path, device)
+    training = training if isinstance(training, dict) else {}
+    trained = FeatureSpec.from_json(training["feature_spec"]) if training.get("feature_spec") else None
+    width = model.config.dynamic.audio.feature_dim
+    pipeline = TalkingHeadPipeline.from_model(model.eval(), trained or FeatureSpec("mel", None, width), device, options)
+    return _Evaluated(pipeline, trained, width, training, sha256_of(path))
+
+
+def _check_features(evaluated: _Evaluated, data_dir: Path, dataset: StaticPairDataset) -> FeatureSpec:
+    """The test clips' audio features, checked against what the model was trained with."""
     spec = layout.read_meta(dataset.clips[0].paths).audio_features
-    trained = training.get("feature_spec")
-    check_model_reads(FeatureSpec.from_json(trained) if trained else None, model.config.dynamic.audio.feature_dim, spec, data_dir)
+    check_model_reads(evaluated.trained_features, evaluated.feature_width, spec, data_dir)
     return spec
 
 
@@ -102,6 +126,17 @@ def _build_metrics(names: tuple[str, ...], options: MetricOptions) -> dict[str, 
 def _describe(metric: Metric | Unavailable) -> str:
     """The network and weights a metric ran with, or ``unavailable: reason``."""
     return metric.implementation if isinstance(metric, Metric) else str(metric)
+
+
+def _by_kind(clips: list[ClipScores], aggregate: dict[str, Any], synthetic: dict[str, bool]) -> dict[str, Any]:
+    """Per-clip-weighted means of every averaged score over the real and over the synthetic clips (FID pools all clips: not split)."""
+    out = {}
+    for kind in ("real", "synthetic"):
+        subset = [c for c in clips if synthetic.get(c.id) == (kind == "synthetic")]
+        if subset:
+            scores = {k: report.json_number(weighted_mean(subset, k)) for k, v in aggregate.items() if k != "fid" and not isinstance(v, str)}
+            out[kind] = {"clips": len(subset), **scores}
+    return out
 
 
 def _drive(dataset: StaticPairDataset, case: Case) -> Drive:
@@ -141,13 +176,14 @@ def evaluate(options: EvaluateOptions, on_clip: Callable[[int, int], None] | Non
         raise SplatPortraitError(f"--videos must be 0 or more, got {options.videos}")
     out = writable_dir(options.output)  # a read-only EVAL_DIR fails now, not after every clip is generated
     device = options.metric_options.device
-    model, training = _load(options.checkpoint, device)
-    dataset = StaticPairDataset(options.data_dir, "test", model.config.image_size, seed=0, cache_bytes=0)
+    evaluated = _load(Path(options.checkpoint), device, options.batch_frames, options.render_backend)
+    image_size = evaluated.pipeline.card.image_size
+    dataset = StaticPairDataset(options.data_dir, "test", image_size, seed=0, cache_bytes=0)
     entries = {e.id: e for e in layout.read_manifest(options.data_dir)}
     cases = plan_cases([entries[c.id] for c in dataset.clips], [c.num_frames for c in dataset.clips],
                        options.protocol, options.seconds, options.clips)  # fmt: skip
-    spec = _check_features(model, training, options.data_dir, dataset)
-    method: Method = CopySource() if options.baseline else ModelMethod(model, device, options.batch_frames, options.render_backend)
+    spec = _check_features(evaluated, options.data_dir, dataset)
+    method: Method = CopySource() if options.baseline else ModelMethod(evaluated.pipeline)
     scorer = Scorer(_build_metrics(names, options.metric_options))
 
     (out / "sheets").mkdir(parents=True, exist_ok=True)
@@ -182,10 +218,11 @@ def evaluate(options: EvaluateOptions, on_clip: Callable[[int, int], None] | Non
         "method": method.name,
         "checkpoint": {
             "path": str(options.checkpoint),
-            "sha256": sha256_of(options.checkpoint),
-            "stage": training.get("stage"),
-            "step": training.get("step"),
-            "image_size": model.config.image_size,
+            "sha256": evaluated.fingerprint,
+            "kind": "model directory (ONNX Runtime)" if Path(options.checkpoint).is_dir() else "checkpoint (PyTorch)",
+            "stage": evaluated.training.get("stage"),
+            "step": evaluated.training.get("step"),
+            "image_size": image_size,
             "used_for": "resolution only (baseline)" if options.baseline else "generation",
         },
         "data": {
@@ -204,10 +241,13 @@ def evaluate(options: EvaluateOptions, on_clip: Callable[[int, int], None] | Non
         # CSIM values depend on the face recogniser, so it is named on its own.
         "recognizer": _describe(scorer.metrics["csim"]) if "csim" in scorer.metrics else None,
         "aggregate": {k: report.json_number(v) if not isinstance(v, str) else v for k, v in aggregate.items()},
+        # Synthetic heads are far easier than real faces: their figures never stand in one average.
+        "aggregate_by_kind": _by_kind(clips, aggregate, {e.id: e.synthetic for e in entries.values()}),
         "clips": [report.clip_record(c) for c in clips],
         "outputs": {"videos": [str(p.relative_to(out)) for p in videos], "sheets": [str(p.relative_to(out)) for p in sheets]},
         "paper_reference": report.paper_reference(options.protocol),
         "versions": package_versions(),
+        "record": run_record(),
     }
     report.write_json(out / "metrics.json", result)
     report.write_csv(out / "metrics.csv", clips, aggregate)
