@@ -29,6 +29,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -42,6 +43,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splat_portrait import camera  # noqa: E402
+from splat_portrait.environment import run_record  # noqa: E402
 from splat_portrait.export.graphs import export_model  # noqa: E402
 from splat_portrait.media.ffmpeg import ffmpeg_exe  # noqa: E402
 from splat_portrait.models import TalkingHead, load_model, preset, save_checkpoint  # noqa: E402
@@ -148,6 +150,7 @@ def main() -> None:
     parser.add_argument("--cpu-paper-seconds", type=float, default=2.0, help="Speech animated for the paper preset on a CPU.")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-eager", action="store_true", help="Only time ONNX Runtime in the animation table.")
+    parser.add_argument("--json", type=Path, help="Also write both tables, with the run record (commit, machine, versions), here.")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"sample data folder {DATA} is absent")
@@ -185,6 +188,9 @@ def main() -> None:
                 gen_s, dec_s = time_graphs(engine, model_dir.card.image_size, 80, 16, args.repeats if name != "paper" or device != "cpu" else 2)
                 graph_rows.append({"preset": name, "engine": engine.name, "generator": gen_s, "decoder": dec_s})
     print_tables(rows, graph_rows)
+    if args.json:
+        record = {"benchmark": "animate", "clip_seconds": CLIP_SECONDS, "record": run_record(seed=0), "rows": rows, "graphs": graph_rows}
+        args.json.write_text(json.dumps(record, indent=1))
     print(f"load average at the end {os.getloadavg()[0]:.1f} (the machine may be shared: compare runs at similar load)")
 
 

@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splat_portrait import camera  # noqa: E402
+from splat_portrait.environment import run_record  # noqa: E402
 from splat_portrait.atomic import atomic_open  # noqa: E402
 from splat_portrait.data import layout  # noqa: E402
 from splat_portrait.data.datasets import DynamicDataset, StaticPairDataset  # noqa: E402
@@ -215,8 +216,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             print(f"| {name} | {size}^2 | {args.batch_size} | {figures['seconds_per_step'][name]:.2f} |")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"}
         with atomic_open(args.json, "w") as f:
-            json.dump(figures, f, indent=1)
+            json.dump({"benchmark": "learn_synthetic", "settings": settings, "record": run_record(seed=0), **figures}, f, indent=1)
     return figures
 
 

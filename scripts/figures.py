@@ -1,0 +1,144 @@
+"""Regenerate the figure tables of README.md and MODEL_CARD.md from the JSON in ``benchmarks/results/``.
+
+    .venv/bin/python scripts/figures.py            # rewrite the tables between the marker comments
+    .venv/bin/python scripts/figures.py --check    # exit 1 if a table differs from what its JSON gives
+
+Every table sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` and is made only
+from its JSON file, whose run record (commit, date, machine, versions, command line) is printed
+under it. To refresh one, rerun the command of its ``SOURCES`` entry, then this script.
+``tests/test_figures.py`` runs ``--check``, so a typed figure cannot drift from its run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DOCUMENTS = (REPO / "README.md", REPO / "MODEL_CARD.md")
+
+# name -> (JSON file, the command that writes it)
+SOURCES = {
+    "render": ("render.json", ".venv/bin/python benchmarks/render.py --json benchmarks/results/render.json"),
+    "animate": ("animate.json", ".venv/bin/python benchmarks/animate.py --presets small --json benchmarks/results/animate.json"),
+    "learn-synthetic": ("learn_synthetic.json", ".venv/bin/python benchmarks/learn_synthetic.py --json benchmarks/results/learn_synthetic.json"),
+    "default-model": ("default_model.json", "bash scripts/evaluate_default_model.sh"),
+}
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / SOURCES[name][0]).read_text(encoding="utf-8"))
+
+
+def provenance(data: dict, name: str) -> str:
+    record = data["record"]
+    machine = record["machine"]
+    where = f"{machine['cpus']} CPUs" + (f", {machine['gpu']}" if machine.get("gpu") else ", no GPU")
+    versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
+    return (f"*From `benchmarks/results/{SOURCES[name][0]}`: `{SOURCES[name][1]}`, run {record['date'][:10]} at commit "
+            f"`{record['commit'][:10]}` on {where} ({versions}).*")  # fmt: skip
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def render_table() -> str:
+    data = load("render")
+    rows = [[r["backend"], r["device"], r["resolution"], f"{r['splats']:,}", f"{r['forward_s']:.3f}", f"{r['forward_backward_s']:.3f}",
+             f"{r['peak_mb']:.0f}"] for r in data["rows"]]  # fmt: skip
+    headers = ["backend", "device", "size", "splats", "forward s", "forward+backward s", "peak MB"]
+    return table(headers, rows) + "\n\n" + provenance(data, "render")
+
+
+def animate_table() -> str:
+    data = load("animate")
+    rows = [[r["preset"], f"{r['size']}²", r["engine"], f"{r['frames']}", f"{r['total']:.1f}", f"{r['fps']:.1f}"] for r in data["rows"]]
+    headers = ["preset (untrained)", "size", "engine", "frames", "seconds end to end", "frames/s"]
+    return table(headers, rows) + "\n\n" + provenance(data, "animate")
+
+
+def learn_table() -> str:
+    data = load("learn-synthetic")
+    mouth = data.get("mouth_r", {})
+    rows = [
+        ["target-view PSNR (dB), held-out identities", f"{data['psnr']['untrained']:.2f}", f"{data['psnr']['trained']:.2f}"],
+        ["rendered depth MAE (world units)", f"{data['depth_mae']['untrained']:.3f}", f"{data['depth_mae']['trained']:.3f}"],
+    ]
+    if mouth:
+        rows.append([f"mouth: Pearson r(Δd, GT opening), {mouth['frames']} held-out frames", "undefined (Δd = 0)", f"{mouth['held_out']:.3f}"])
+    rows += [[f"seconds per step, `{name}`", "", f"{value:.2f}"] for name, value in data.get("seconds_per_step", {}).items()]
+    return table(["measure (synthetic heads)", "untrained", "trained"], rows) + "\n\n" + provenance(data, "learn-synthetic")
+
+
+def _evaluation_rows(report: dict, label: str) -> list[list[str]]:
+    def cell(value, decimals: int) -> str:
+        return "n/a" if not isinstance(value, (int, float)) else f"{value:.{decimals}f}"
+
+    rows = []
+    for kind in ("real", "synthetic"):
+        scores = report["aggregate_by_kind"].get(kind)
+        if scores:
+            rows.append([f"{label}, {kind} clips", str(scores["clips"]), cell(scores.get("psnr"), 2), cell(scores.get("ssim"), 3),
+                         cell(scores.get("csim"), 3)])  # fmt: skip
+    return rows
+
+
+def default_model_table() -> str:
+    data = load("default-model")
+    rows = _evaluation_rows(data["model"], "bundled model") + _evaluation_rows(data["copy_source"], "copy-source baseline")
+    ours = table(["method (same-identity, held-out clips)", "clips", "PSNR ↑", "SSIM ↑", "CSIM ↑ (dlib)"], rows)
+    return ours + "\n\n" + provenance(data["model"], "default-model")
+
+
+def paper_table() -> str:
+    from splat_portrait.evaluation.report import PAPER_TABLES
+
+    name, rows = PAPER_TABLES["same-identity"]
+    scores = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c")
+    body = [[method, *(f"{values[s]:g}" for s in scores)] for method, values in rows.items()]
+    note = (f"*The paper's {name} (HDTF, 512², GPU-trained, ArcFace CSIM, SyncNet LipSync), copied from the paper for "
+            "reference. Not comparable with the tables above: other data, resolution, recogniser and training budget.*")  # fmt: skip
+    return table(["method (paper, HDTF)", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "CSIM ↑", "FID ↓", "LipSync ↑"], body) + "\n\n" + note
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "render": render_table,
+    "animate": animate_table,
+    "learn-synthetic": learn_table,
+    "default-model": default_model_table,
+    "paper-hdtf": paper_table,
+}
+_BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->\n)(.*?)(\n<!-- /figures:\2 -->)", re.S)
+
+
+def regenerate(text: str) -> str:
+    """``text`` with every marked table rebuilt from its JSON."""
+    return _BLOCK.sub(lambda m: m.group(1) + TABLES[m.group(2)]() + m.group(4), text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="Only compare; exit 1 if any table is out of date.")
+    args = parser.parse_args()
+    stale = []
+    for document in DOCUMENTS:
+        text = document.read_text(encoding="utf-8")
+        new = regenerate(text)
+        if new != text:
+            stale.append(document.name)
+            if not args.check:
+                document.write_text(new, encoding="utf-8")
+    if args.check and stale:
+        sys.exit(f"figure tables out of date in {', '.join(stale)}: run .venv/bin/python scripts/figures.py")
+    print(("out of date: " if args.check else "rewrote: ") + ", ".join(stale) if stale else "all figure tables match their JSON")
+
+
+if __name__ == "__main__":
+    main()

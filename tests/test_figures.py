@@ -1,0 +1,53 @@
+"""The figures in README.md and MODEL_CARD.md are the ones their committed JSON gives, and every JSON says where it comes from."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import figures  # noqa: E402
+
+
+def test_every_marked_table_matches_its_json():
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "figures.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + result.stdout
+    for document in figures.DOCUMENTS:
+        text = document.read_text(encoding="utf-8")
+        assert figures.regenerate(text) == text
+
+
+def test_every_table_is_used_and_every_source_has_its_json():
+    used = {name for document in figures.DOCUMENTS for _, name, _, _ in figures._BLOCK.findall(document.read_text(encoding="utf-8"))}
+    assert used == set(figures.TABLES)
+    for name, (file, command) in figures.SOURCES.items():
+        data = json.loads((figures.RESULTS / file).read_text())
+        records = [data[k]["record"] for k in ("model", "copy_source")] if name == "default-model" else [data["record"]]
+        for record in records:
+            assert len(record["commit"]) == 40 and record["date"][:2] == "20" and record["machine"]["cpus"] >= 1
+            assert {"python", "torch"} <= set(record["versions"]) and record["command"], name
+        assert command.split()[1 if command.startswith("bash") else 1].endswith((".py", ".sh"))
+
+
+def test_a_changed_figure_is_caught():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("<!-- figures:render -->")
+    edited = text[:start] + text[start:].replace("| torch |", "| torch (typed) |", 1)
+    assert edited != text and figures.regenerate(edited) == text
+
+
+def test_synthetic_and_real_clips_are_separate_rows_and_the_paper_stands_apart():
+    card = (REPO / "MODEL_CARD.md").read_text(encoding="utf-8")
+    ours = card[card.index("<!-- figures:default-model -->") : card.index("<!-- /figures:default-model -->")]
+    assert "real clips" in ours and "synthetic clips" in ours and "paper" not in ours.lower().split("*from")[0]
+    paper = card[card.index("<!-- figures:paper-hdtf -->") : card.index("<!-- /figures:paper-hdtf -->")]
+    assert "Splat-Portrait" in paper and "23.87" in paper and "Not comparable" in paper
+
+
+@pytest.mark.parametrize("script", ["render.py", "animate.py", "learn_synthetic.py", "gpu_check.py"])
+def test_every_benchmark_can_write_json(script):
+    assert "--json" in (REPO / "benchmarks" / script).read_text()
