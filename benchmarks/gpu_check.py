@@ -106,7 +106,8 @@ def step_environment(ctx: Context) -> None:
 
     from splat_portrait.environment import environment_report, run_record
 
-    ctx.record(record=run_record(), checks={c.name: {"ok": c.ok, "detail": c.detail} for c in environment_report()})
+    record = {**run_record(), "command": json.loads(os.environ.get("SPLAT_GPU_COMMAND", "null")) or sys.argv}
+    ctx.record(record=record, checks={c.name: {"ok": c.ok, "detail": c.detail} for c in environment_report()})
     nvcc = shutil.which("nvcc")
     ctx.record(nvcc=_first_line([nvcc, "--version"], last=True) if nvcc else None, ffmpeg=_has_ffmpeg())
     if torch.cuda.is_available():
@@ -382,6 +383,7 @@ def run_all(args: argparse.Namespace) -> dict:
     site = work / "site"
     env = dict(os.environ)
     env["SPLAT_GPU_SITE"] = str(site)
+    env["SPLAT_GPU_COMMAND"] = json.dumps([Path(sys.argv[0]).name, *sys.argv[1:]])
     env["SPLAT_GPU_OUT"] = str(args.json.parent if args.json else work)
     env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
@@ -402,6 +404,8 @@ def run_all(args: argparse.Namespace) -> dict:
         if args.json:
             _write_json(args.json, report)
     report["seconds"] = round(time.monotonic() - started, 1)
+    # The run record (commit, machine, versions, command) comes from the environment step, run after the install.
+    report["record"] = report["steps"].get("environment", {}).get("record")
     return report
 
 

@@ -1,4 +1,4 @@
-"""Does training learn? ``.venv/bin/python benchmarks/learn_synthetic.py`` (15-25 minutes on 2 CPU cores).
+"""Does training learn? ``.venv/bin/python benchmarks/learn_synthetic.py`` (about 5 minutes on 2 CPU cores).
 
 On synthetic clips (``splat-portrait synth``: procedural heads with ground-truth depth and mouth
 opening) this runs the real training entry point, :func:`splat_portrait.training.train`:

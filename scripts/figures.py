@@ -102,8 +102,9 @@ def paper_table() -> str:
 
     name, rows = PAPER_TABLES["same-identity"]
     scores = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c")
-    body = [[method, *(f"{values[s]:g}" for s in scores)] for method, values in rows.items()]
-    note = (f"*The paper's {name} (HDTF, 512², GPU-trained, ArcFace CSIM, SyncNet LipSync), copied from the paper for "
+    decimals = {"psnr": 2, "ssim": 3, "lpips": 3, "csim": 3, "fid": 2, "lse_c": 3}
+    body = [[method, *(f"{values[s]:.{decimals[s]}f}" for s in scores)] for method, values in rows.items()]
+    note = (f"*The paper's {name} (HDTF, 256², 50 test identities, GPU-trained, ArcFace CSIM, SyncNet LipSync), copied from the paper for "
             "reference. Not comparable with the tables above: other data, resolution, recogniser and training budget.*")  # fmt: skip
     return table(["method (paper, HDTF)", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "CSIM ↑", "FID ↓", "LipSync ↑"], body) + "\n\n" + note
 
@@ -115,12 +116,12 @@ TABLES: dict[str, Callable[[], str]] = {
     "default-model": default_model_table,
     "paper-hdtf": paper_table,
 }
-_BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->\n)(.*?)(\n<!-- /figures:\2 -->)", re.S)
+_BLOCK = re.compile(r"<!-- figures:([a-z-]+) -->\n.*?<!-- /figures:\1 -->", re.S)
 
 
 def regenerate(text: str) -> str:
     """``text`` with every marked table rebuilt from its JSON."""
-    return _BLOCK.sub(lambda m: m.group(1) + TABLES[m.group(2)]() + m.group(4), text)
+    return _BLOCK.sub(lambda m: f"<!-- figures:{m.group(1)} -->\n{TABLES[m.group(1)]()}\n<!-- /figures:{m.group(1)} -->", text)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def test_the_dry_run_walks_every_step_and_writes_one_report(tmp_path):
     statuses = {name: step["status"] for name, step in report["steps"].items()}
     assert set(statuses.values()) <= {"ok", "skipped"}, report["steps"]
     steps = report["steps"]
-    assert steps["environment"]["record"]["commit"] and steps["environment"]["record"]["versions"]["torch"]
+    assert report["record"] == steps["environment"]["record"] and report["record"]["versions"]["torch"]
     assert steps["gpu-tests"]["collected"] >= 2  # the gsplat parity test and the CUDA training step
     assert {r["backend"] for r in steps["render-bench"]["rows"]} >= {"torch"}
     engines = [r for r in steps["animate-bench"]["rows"] if "engine" in r]
