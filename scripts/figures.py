@@ -28,6 +28,7 @@ SOURCES = {
     "animate": ("animate.json", ".venv/bin/python benchmarks/animate.py --presets small --json benchmarks/results/animate.json"),
     "learn-synthetic": ("learn_synthetic.json", ".venv/bin/python benchmarks/learn_synthetic.py --json benchmarks/results/learn_synthetic.json"),
     "default-model": ("default_model.json", "bash scripts/evaluate_default_model.sh"),
+    "lipsync": ("lipsync.json", ".venv/bin/python benchmarks/lipsync.py --json benchmarks/results/lipsync.json"),
 }
 
 
@@ -40,8 +41,9 @@ def provenance(data: dict, name: str) -> str:
     machine = record["machine"]
     where = f"{machine['cpus']} CPUs" + (f", {machine['gpu']}" if machine.get("gpu") else ", no GPU")
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
+    dirty = " with uncommitted changes" if record.get("uncommitted_changes") else ""
     return (f"*From `benchmarks/results/{SOURCES[name][0]}`: `{SOURCES[name][1]}`, run {record['date'][:10]} at commit "
-            f"`{record['commit'][:10]}` on {where} ({versions}).*")  # fmt: skip
+            f"`{record['commit'][:10]}`{dirty} on {where} ({versions}).*")  # fmt: skip
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -97,6 +99,23 @@ def default_model_table() -> str:
     return ours + "\n\n" + provenance(data["model"], "default-model")
 
 
+def lipsync_table() -> str:
+    data = load("lipsync")
+
+    def cell(value) -> str:
+        return "undefined" if value is None else f"{value:.3f}"
+
+    rows = []
+    for method in ("model", "copy-source"):
+        for name, clip in data["clips"].items():
+            seen = "held out" if clip["split"] == "test" else "seen in training"
+            row = clip[method]
+            rows.append([f"{'bundled model' if method == 'model' else 'copy-source'}: {name} ({seen})", cell(row["lmd"]),
+                         cell(row["mouth_r"]), cell(row["mouth_amp"])])  # fmt: skip
+    headers = ["real clip, its first frame + its own speech", "LMD ↓ (inter-ocular)", "mouth r ↑", "mouth amp (1 = real)"]
+    return table(headers, rows) + "\n\n" + provenance(data, "lipsync")
+
+
 def paper_table() -> str:
     from splat_portrait.evaluation.report import PAPER_TABLES
 
@@ -114,6 +133,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "animate": animate_table,
     "learn-synthetic": learn_table,
     "default-model": default_model_table,
+    "lipsync": lipsync_table,
     "paper-hdtf": paper_table,
 }
 _BLOCK = re.compile(r"<!-- figures:([a-z-]+) -->\n.*?<!-- /figures:\1 -->", re.S)

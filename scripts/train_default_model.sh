@@ -30,5 +30,5 @@ $SP export "$RUNS/dynamic/dynamic.ckpt" -o splat_portrait/assets/default
 for baseline in "" "--baseline copy-source"; do
   # shellcheck disable=SC2086
   $SP evaluate "$DATA" --checkpoint "$RUNS/dynamic/dynamic.ckpt" -o "$RUNS/eval${baseline:+-copy-source}" \
-    --protocol same-identity --seconds 5 --metrics psnr,ssim,lpips,csim,fid,lipsync $baseline
+    --protocol same-identity --seconds 5 --metrics psnr,ssim,lpips,csim,fid,lipsync,mouth $baseline
 done

@@ -104,8 +104,10 @@ def run_record(seed: int | None = None) -> dict:
     repo = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        changes = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
-        commit = ""
+        commit, changes = "", ""
     versions = {"splat-portrait": __version__, "python": platform.python_version(), "torch": torch.__version__}
     try:
         import onnxruntime
@@ -116,6 +118,8 @@ def run_record(seed: int | None = None) -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "commit": commit or "unknown",
+        # Tracked files edited since that commit: the figures then come from code no commit holds.
+        "uncommitted_changes": bool(changes),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "gpu": gpu},
         "versions": versions,

@@ -21,6 +21,8 @@ from splat_portrait.evaluation.sheet import contact_sheet
 from splat_portrait.media.video import probe_video
 from splat_portrait.models import TalkingHead, preset, save_checkpoint
 
+from conftest import DATA
+
 SIZE = 32
 FRAMES = 15  # 0.6 s at 25 fps
 
@@ -115,7 +117,7 @@ def test_cross_identity_uses_another_clip_as_source(setup):
     report = json.loads((out / "metrics.json").read_text())
     ids = [c["id"] for c in report["clips"]]
     assert [c["source"] for c in report["clips"]] == ids[::-1]
-    assert set(report["aggregate"]) == {"csim", "fid", "lse_c", "lse_d"}
+    assert set(report["aggregate"]) == {"csim", "fid", "lse_c", "lse_d", "mouth_r_audio"}
     assert "Tab. 2" in result.output and "0.726" in result.output and "PSNR" not in result.output
 
 
@@ -124,10 +126,10 @@ def test_cross_identity_uses_another_clip_as_source(setup):
     [
         (["--checkpoint", "{root}/missing.pt"], "checkpoint {root}/missing.pt does not exist (or is not a file)"),
         (["--protocol", "sideways"], "unknown protocol 'sideways'; choose one of same-identity, cross-identity"),
-        (["--metrics", "psnr,bleu"], "unknown metric 'bleu'; choose from psnr, ssim, lpips, csim, fid, lipsync"),
+        (["--metrics", "psnr,bleu"], "unknown metric 'bleu'; choose from psnr, ssim, lpips, csim, fid, lipsync, mouth"),
         (["--baseline", "mirror"], "unknown baseline 'mirror'; choose one of copy-source"),
         (["--protocol", "cross-identity", "--metrics", "ssim"],
-         "metric 'ssim' compares with ground truth, which the cross-identity protocol has not; choose from csim, fid, lipsync"),
+         "metric 'ssim' compares with ground truth, which the cross-identity protocol has not; choose from csim, fid, lipsync, mouth"),
     ],
 )  # fmt: skip
 def test_user_errors_are_one_clear_line(setup, args, message):
@@ -166,8 +168,8 @@ def test_plan_takes_the_first_seconds_and_clips():
 
 
 def test_protocol_metrics_default_to_what_applies():
-    assert protocol_metrics("same-identity", None) == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync")
-    assert protocol_metrics("cross-identity", None) == ("csim", "fid", "lipsync")
+    assert protocol_metrics("same-identity", None) == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth")
+    assert protocol_metrics("cross-identity", None) == ("csim", "fid", "lipsync", "mouth")
     assert protocol_metrics("same-identity", ["fid", "psnr"]) == ("psnr", "fid")
 
 
@@ -240,3 +242,24 @@ def test_an_exported_model_dir_scores_like_its_checkpoint_and_kinds_stay_apart(s
     assert onnx["aggregate_by_kind"]["synthetic"]["clips"] == 2
     assert onnx["aggregate_by_kind"]["synthetic"]["psnr"] == pytest.approx(onnx["aggregate"]["psnr"])
     assert onnx["record"]["commit"] and onnx["record"]["versions"]["torch"]
+
+
+@pytest.mark.skipif(not (DATA / "videos").is_dir(), reason=f"sample data folder {DATA} is absent")
+def test_mouth_tracks_on_a_real_clip_copy_source_does_not_move(setup, tmp_path):
+    from splat_portrait.data.preprocess import ClipOptions, preprocess
+
+    root, _, checkpoint = setup
+    data = tmp_path / "real"
+    preprocess([DATA / "videos" / "hdtf_wda_katiehill.mp4"], data, ClipOptions(size=SIZE * 4), workers=1, test_fraction=1.0)
+    model = TalkingHead(preset("tiny", image_size=SIZE * 4))
+    save_checkpoint(tmp_path / "m.pt", model)
+    result = run(data, "--checkpoint", tmp_path / "m.pt", "-o", tmp_path / "eval", "--baseline", "copy-source",
+                 "--metrics", "mouth", "--seconds", "2", "--videos", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    clip = report["clips"][0]
+    assert report["aggregate"]["mouth_amp"] == 0 and report["aggregate"]["mouth_r"] is None
+    assert clip["notes"]["mouth_r"] == "undefined: the generated mouth opening does not change"
+    assert clip["pairs"]["mouth_r"] == 0 and clip["pairs"]["mouth_amp"] == 49 and clip["lmd"] > 0
+    assert clip["pairs"]["mouth_no_face_generated"] == 0 and clip["pairs"]["mouth_no_face_real"] == 0
+    assert "mouth amp→1" in result.output and "mouth r↑" in result.output

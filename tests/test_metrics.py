@@ -226,7 +226,7 @@ def test_fid_features_through_the_cached_inception(torch_home, monkeypatch):
 
 
 def test_registry_builds_available_metrics_and_reports_the_rest(torch_home):
-    assert METRICS == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync")
+    assert METRICS == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth")
     x = _images(8)
     built = {name: build_metric(name) for name in METRICS}
     assert built["psnr"].compute(x, x)[0] == math.inf
@@ -238,6 +238,7 @@ def test_registry_builds_available_metrics_and_reports_the_rest(torch_home):
         "unavailable: LipSync (SyncNet) needs weights that are not given: download syncnet_v2.model "
         "(see joonson/syncnet_python's download_model.sh) and pass its path as the SyncNet weights"
     )
+    assert built["mouth"].implementation.startswith("dlib 68 landmarks")
     assert str(build_metric("csim", MetricOptions(face_recognizer="arcface"))).startswith(
         "unavailable: CSIM (ArcFace) needs weights that are not given"
     )

@@ -184,7 +184,7 @@ def evaluate(options: EvaluateOptions, on_clip: Callable[[int, int], None] | Non
                        options.protocol, options.seconds, options.clips)  # fmt: skip
     spec = _check_features(evaluated, options.data_dir, dataset)
     method: Method = CopySource() if options.baseline else ModelMethod(evaluated.pipeline)
-    scorer = Scorer(_build_metrics(names, options.metric_options))
+    scorer = Scorer(_build_metrics(names, options.metric_options), same_identity=options.protocol == "same-identity")
 
     (out / "sheets").mkdir(parents=True, exist_ok=True)
     clips, videos, sheets = [], [], []

@@ -24,9 +24,10 @@ from splat_portrait.metrics import Metric, Unavailable
 from splat_portrait.metrics.fid import fid_from_features
 from splat_portrait.runtime.compose import to_uint8
 
-# The columns of every report, in order; "lipsync" yields two.
-SCORES = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c", "lse_d")
-SCORES_OF = {"psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",), "csim": ("csim",), "fid": ("fid",), "lipsync": ("lse_c", "lse_d")}
+# The columns of every report, in order; "lipsync" yields two, "mouth" three per protocol.
+SCORES = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c", "lse_d", "lmd", "mouth_r", "mouth_amp", "mouth_r_audio")
+SCORES_OF = {"psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",), "csim": ("csim",), "fid": ("fid",), "lipsync": ("lse_c", "lse_d"),
+             "mouth": ("lmd", "mouth_r", "mouth_amp", "mouth_r_audio")}  # fmt: skip
 METRIC_OF = {score: metric for metric, scores in SCORES_OF.items() for score in scores}
 
 
@@ -47,8 +48,11 @@ class ClipScores:
 class Scorer:
     """Runs the built metrics on each clip and keeps FID's features for the aggregate."""
 
-    def __init__(self, metrics: dict[str, Metric | Unavailable]) -> None:
+    def __init__(self, metrics: dict[str, Metric | Unavailable], same_identity: bool = True) -> None:
         self.metrics = metrics
+        # Same identity: the real frames are the generated clip's own truth (LMD, mouth_r, mouth_amp);
+        # cross identity: they are the driving clip of another face, so only the tracks' correlation applies.
+        self.same_identity = same_identity
         self._fid_generated: list[np.ndarray] = []
         self._fid_real: list[np.ndarray] = []
 
@@ -82,14 +86,28 @@ class Scorer:
                 scores.counts.update(lse_c=1, lse_d=1)
             except SplatPortraitError as err:
                 scores.notes["lipsync"] = str(err)
+        if metric := self.runnable("mouth"):
+            self._score_mouth(scores, metric.compute(to_uint8(ours), to_uint8(truth), self.same_identity))
         return scores
+
+    def _score_mouth(self, scores: ClipScores, mouth) -> None:
+        named = {"lmd": mouth.lmd, "mouth_r": mouth.mouth_r, "mouth_amp": mouth.mouth_amp}
+        if not self.same_identity:
+            named = {"mouth_r_audio": mouth.mouth_r}
+        for score, value in named.items():
+            scores.values[score] = value
+            scores.counts[score] = mouth.pairs if value is not None else 0
+        scores.counts["mouth_no_face_generated"], scores.counts["mouth_no_face_real"] = mouth.no_face_generated, mouth.no_face_real
+        for key, note in mouth.notes.items():
+            key = "mouth_r_audio" if key == "mouth_r" and not self.same_identity else key
+            scores.notes[key if key != "faces" else "mouth"] = note
 
     def aggregate(self, clips: list[ClipScores]) -> dict[str, Any]:
         """Each score over all clips: a number, None (nothing scored) or ``"unavailable: reason"``."""
         out: dict[str, Any] = {}
         for score in SCORES:
             metric = self.metrics.get(METRIC_OF[score])
-            if metric is None:
+            if metric is None or score in SCORES_OF["mouth"] and not any(score in c.values for c in clips):
                 continue
             if isinstance(metric, Unavailable):
                 out[score] = str(metric)

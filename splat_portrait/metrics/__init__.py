@@ -8,7 +8,9 @@
 * ``fid``: ``(images)`` -> (B, 2048) Inception features; the distance between the features of two
   sets is :func:`~splat_portrait.metrics.fid.fid_from_features`;
 * ``lipsync``: ``(frames, samples)`` 25 fps RGB uint8 frames and 16 kHz audio ->
-  :class:`~splat_portrait.metrics.syncnet.SyncResult` (LSE-D = ``min_dist``, LSE-C = ``confidence``).
+  :class:`~splat_portrait.metrics.syncnet.SyncResult` (LSE-D = ``min_dist``, LSE-C = ``confidence``);
+* ``mouth``: ``(generated, real, same_identity)`` uint8 frames -> :class:`~splat_portrait.metrics.mouth.MouthScores`
+  (LMD, mouth_r, mouth_amp from dlib's 68 landmarks).
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from splat_portrait.errors import SplatPortraitError
+from splat_portrait.face.detect import LANDMARK_MODEL, face_model_path
 from splat_portrait.metrics import image
-from splat_portrait.metrics.availability import MetricUnavailable
+from splat_portrait.metrics.availability import MetricUnavailable, require_module
 from splat_portrait.metrics.fid import InceptionFeatures
 from splat_portrait.metrics.identity import ArcFaceEmbedder, DlibFaceEmbedder, FaceEmbedder, csim
 from splat_portrait.metrics.lpips import Lpips
+from splat_portrait.metrics.mouth import compare_mouths
 from splat_portrait.metrics.syncnet import LipSync
 
-METRICS = ("psnr", "ssim", "lpips", "csim", "fid", "lipsync")
+METRICS = ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,15 @@ def _csim(options: MetricOptions) -> Metric:
     return Metric("csim", embedder.name, partial(csim, embedder))
 
 
+def _mouth(options: MetricOptions) -> Metric:
+    require_module("dlib", "dlib-bin", "Mouth tracks")
+    try:
+        face_model_path(LANDMARK_MODEL)
+    except SplatPortraitError as err:
+        raise MetricUnavailable(f"Mouth tracks need dlib's landmark model: {err}") from None
+    return Metric("mouth", "dlib 68 landmarks (shape_predictor_68_face_landmarks), inter-ocular normalised", compare_mouths)
+
+
 def _named(name: str, metric: Any) -> Metric:
     return Metric(name, metric.name, metric)
 
@@ -86,6 +100,7 @@ _BUILDERS: dict[str, Callable[[MetricOptions], Metric]] = {
     "csim": _csim,
     "fid": lambda o: _named("fid", InceptionFeatures(o.device, o.allow_download)),
     "lipsync": lambda o: _named("lipsync", LipSync(o.syncnet_weights, o.device)),
+    "mouth": _mouth,
 }
 
 
