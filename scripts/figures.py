@@ -29,6 +29,7 @@ SOURCES = {
     "learn-synthetic": ("learn_synthetic.json", ".venv/bin/python benchmarks/learn_synthetic.py --json benchmarks/results/learn_synthetic.json"),
     "default-model": ("default_model.json", "bash scripts/evaluate_default_model.sh"),
     "lipsync": ("lipsync.json", ".venv/bin/python benchmarks/lipsync.py --json benchmarks/results/lipsync.json"),
+    "views": ("views.json", ".venv/bin/python benchmarks/views.py --json benchmarks/results/views.json"),
 }
 
 
@@ -116,6 +117,19 @@ def lipsync_table() -> str:
     return table(headers, rows) + "\n\n" + provenance(data, "lipsync")
 
 
+def views_table() -> str:
+    data = load("views")
+    rows = []
+    for name, methods in data["portraits"].items():
+        for method, row in methods.items():
+            csim = "-" if row["csim"] is None else f"{row['csim']:.3f}"
+            tearing = ("-", "-") if row["tearing_mean"] is None else (f"{row['tearing_mean']:+.2f}", f"{row['tearing_worst']:+.2f} ({row['worst_view']})")
+            label = "bundled model" if method == "model" else "copy-source (reference)"
+            rows.append([f"{label}: {name}", f"{row['face_found']:.2f}", csim, *tearing])
+    headers = ["portrait, yaw −30…30° × pitch 0/±12.5°", "face found", "CSIM to source", "tearing, mean", "tearing, worst (yaw/pitch)"]
+    return table(headers, rows) + "\n\n" + provenance(data, "views")
+
+
 def paper_table() -> str:
     from splat_portrait.evaluation.report import PAPER_TABLES
 
@@ -134,6 +148,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "learn-synthetic": learn_table,
     "default-model": default_model_table,
     "lipsync": lipsync_table,
+    "views": views_table,
     "paper-hdtf": paper_table,
 }
 _BLOCK = re.compile(r"<!-- figures:([a-z-]+) -->\n.*?<!-- /figures:\1 -->", re.S)

@@ -48,6 +48,6 @@ def test_synthetic_and_real_clips_are_separate_rows_and_the_paper_stands_apart()
     assert "Splat-Portrait" in paper and "23.87" in paper and "Not comparable" in paper
 
 
-@pytest.mark.parametrize("script", ["render.py", "animate.py", "learn_synthetic.py", "gpu_check.py", "lipsync.py"])
+@pytest.mark.parametrize("script", ["render.py", "animate.py", "learn_synthetic.py", "gpu_check.py", "lipsync.py", "views.py"])
 def test_every_benchmark_can_write_json(script):
     assert "--json" in (REPO / "benchmarks" / script).read_text()
