@@ -49,7 +49,7 @@ def test_paths_arrays_and_pil_images_give_the_same_frames(pipe, speech, tmp_path
 
 
 def test_a_checkpoint_runs_in_pytorch_like_its_export_in_onnx_runtime(pipe, model_dir, speech):
-    eager = TalkingHeadPipeline.from_pretrained(model_dir.parent / "tiny.ckpt", device="cpu")
+    eager = TalkingHeadPipeline.from_pretrained(model_dir.parent / "tiny.ckpt")  # device "auto": the CPU here
     assert eager.engine.name.startswith("pytorch") and pipe.engine.name.startswith("onnxruntime")
     difference = np.abs(eager(PORTRAIT, speech).frames.astype(int) - pipe(PORTRAIT, speech).frames.astype(int))
     # ONNX parity is 1e-4: a splat edge may cross a pixel boundary, nothing more.

@@ -67,7 +67,8 @@ class TalkingHeadPipeline:
         if device not in ("auto", "cpu", "cuda"):
             raise SplatPortraitError(f"unknown device {device!r}; choose auto, cpu or cuda")
         if model is not None and Path(model).is_file():
-            pipe = cls.from_checkpoint(model, "cuda" if device == "auto" and torch.cuda.is_available() else device, options)
+            on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+            pipe = cls.from_checkpoint(model, "cuda" if on_cuda else "cpu", options)
         else:
             model_dir = open_model_dir(model)
             pipe = cls(OnnxEngine(model_dir, device), model_dir.card, options, allow_download)
