@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from splat_portrait.camera import TRAJECTORIES
-from splat_portrait.runtime.pipeline import MAX_SIZE
 from splat_portrait.errors import SplatPortraitError
+from splat_portrait.render import MAX_SIZE
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from splat_portrait.audio.features import EXTRACTORS
 from splat_portrait.data.preprocess import ERROR, SKIPPED, ClipOptions, PreprocessReport, default_workers, preprocess as run
 from splat_portrait.errors import SplatPortraitError
+from splat_portrait.render import MAX_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def _summary(report: PreprocessReport) -> Table:
 def preprocess(
     inputs: List[Path] = typer.Argument(..., help="Video files (mp4/mov/mkv/webm) or folders of them.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="DATA_DIR to write clips/ and manifest.jsonl into."),
-    size: int = typer.Option(256, "--size", min=16, max=2048, help="Crop size in pixels (square)."),
+    size: int = typer.Option(256, "--size", min=16, max=MAX_SIZE, help="Crop size in pixels (square)."),
     jpeg_quality: int = typer.Option(95, "--jpeg-quality", min=1, max=100, help="JPEG quality of the frames."),
     audio_features: str = typer.Option("mel", "--audio-features", help=f"Feature extractor: {' or '.join(EXTRACTORS)}."),
     audio_model: Optional[str] = typer.Option(

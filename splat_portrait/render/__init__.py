@@ -8,8 +8,8 @@ projection), ``torch_backend`` (binning + compositing with a hand-written backwa
 ``gsplat_compat`` (``rasterization()``: the torch rasteriser behind gsplat's own signature).
 """
 
-from splat_portrait.render.api import BACKENDS, RenderOutput, render, resolve_backend
+from splat_portrait.render.api import BACKENDS, MAX_SIZE, RenderOutput, render, resolve_backend
 from splat_portrait.render.gsplat_backend import gsplat_status
 from splat_portrait.render.gsplat_compat import rasterization
 
-__all__ = ["BACKENDS", "RenderOutput", "gsplat_status", "rasterization", "render", "resolve_backend"]
+__all__ = ["BACKENDS", "MAX_SIZE", "RenderOutput", "gsplat_status", "rasterization", "render", "resolve_backend"]

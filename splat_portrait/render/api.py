@@ -18,6 +18,9 @@ from splat_portrait.splats import Splats
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "gsplat")
+# Largest image side callers should ask for: a 2048² frame already takes the torch renderer ~1 GB, and
+# the bound keeps a typo such as --size 60000 (a 43 GB allocation) from exhausting the machine.
+MAX_SIZE = 2048
 
 
 @dataclass

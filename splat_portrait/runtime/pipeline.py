@@ -4,9 +4,10 @@ Per job: crop and pose the portrait, decode the speech, then :meth:`Animator.pre
 features, the camera path and runs the generator once, and :meth:`Animator.chunks` walks the frames
 in chunks of ``batch_frames``: audio windows -> one audio-decoder call -> splats -> one render
 call; ``animate`` pipes each chunk's frames to ffmpeg. (``prepare`` and ``chunks`` take inputs
-already in memory, for callers with no files or no ffmpeg, such as ``benchmarks/gpu_check.py``.) Only one chunk of windows, offsets and
-images is in memory at a time, so a ten-minute clip runs in the memory of a ten-second one; what
-grows with the length is the decoded speech (64 kB/s) and its features (D * 200 B/s, 16 kB/s for mel).
+already in memory, for callers with no files or no ffmpeg, such as ``benchmarks/gpu_check.py``.)
+Only one chunk of windows, offsets and images is in memory at a time, so a ten-minute clip runs in
+the memory of a ten-second one; what grows with the length is the decoded speech (64 kB/s) and its
+features (D * 200 B/s, 16 kB/s for mel).
 
 Frames are 25 fps and there are ``ceil(25 * duration)`` of them, so the video ends within one frame
 after the speech. Frame ``n`` is driven by the audio around ``t = n / 25`` s with ``ΔT = t`` (the
@@ -36,7 +37,7 @@ from splat_portrait.audio.windows import audio_windows
 from splat_portrait.media.audio import write_wav
 from splat_portrait.media.mp4 import Mp4Writer
 from splat_portrait.models import Encoded, to_splats
-from splat_portrait.render import RenderOutput, render
+from splat_portrait.render import MAX_SIZE, RenderOutput, render
 from splat_portrait.runtime.cameras import CameraOptions, camera_path, view_matrices
 from splat_portrait.runtime.compose import DepthColors, PasteBack, to_uint8
 from splat_portrait.runtime.engines import Engine
@@ -45,9 +46,6 @@ from splat_portrait.runtime.model_dir import ModelCard
 from splat_portrait.runtime.outputs import OutputPaths, staged, write_world_ply
 from splat_portrait.splats import Splats
 
-# Largest output side: a 2048² frame already takes the renderer ~1 GB; the bound keeps a typo such
-# as --size 60000 (a 43 GB allocation) from exhausting the machine.
-MAX_SIZE = 2048
 # Pixels rendered per call: large outputs render in smaller chunks so memory stays that of 16 frames at 512².
 CHUNK_PIXELS = 16 * 512 * 512
 
