@@ -46,9 +46,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     For writers that want a file name (ffmpeg, torch.save). The temporary name keeps the suffix
     so tools that pick a format from it still work. On error the temporary file is removed.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise SplatPortraitError(f"cannot write {path}: it is a folder; name a file")
+    path = refuse_folder(path)
     tmp_path = _create_temporary(path)
     try:
         try:
@@ -75,6 +73,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     with atomic_path(path) as tmp:
         with open(tmp, mode) as f:
             yield f
+
+
+def refuse_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or the one-line error when it names an existing folder rather than a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise SplatPortraitError(f"cannot write {path}: it is a folder; name a file")
+    return path
 
 
 def temporary_name(path: Path) -> Path:

@@ -23,7 +23,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch import Tensor
 
-from splat_portrait.atomic import atomic_path, remove_stale_temporaries, temporary_name, under_final_name, writable_dir, write_error
+from splat_portrait.atomic import atomic_path, refuse_folder, temporary_name, under_final_name, writable_dir, write_error
 from splat_portrait.camera import transform_points
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.splats import Splats, write_ply
@@ -53,12 +53,10 @@ class OutputPaths:
         refuse_overwriting_inputs(named, inputs)
         for f in fields(self):
             target = getattr(self, f.name)
-            if target is None:
-                continue
-            target = Path(target)
-            if f.name != "ply_frames" and target.is_dir():
-                raise SplatPortraitError(f"cannot write {target}: it is a folder; name a file")
-            writable_dir(target.parent, for_file=target)
+            if target is not None:
+                if f.name != "ply_frames":  # the one output that is a folder
+                    refuse_folder(target)
+                writable_dir(Path(target).parent, for_file=target)
         if self.ply_frames is not None and self.ply_frames.exists():
             if not self.ply_frames.is_dir():
                 raise SplatPortraitError(f"--ply-frames {self.ply_frames} is a file; name a folder")
@@ -114,11 +112,8 @@ def _staged_dir(path: Path) -> Iterator[Path]:
 def staged(outputs: OutputPaths) -> Iterator[OutputPaths]:
     """Yield the same outputs under temporary names; on success all are renamed into place.
 
-    Call :meth:`OutputPaths.check` first. Leftover temporaries of killed runs beside the outputs
-    are removed here.
+    Call :meth:`OutputPaths.check` first: it also removes leftover temporaries of killed runs.
     """
-    for folder in {p.parent for p in outputs.named()}:
-        remove_stale_temporaries(folder)
     with contextlib.ExitStack() as stack:
         temporary = {}
         for f in fields(outputs):
