@@ -47,6 +47,13 @@ def provenance(data: dict, name: str) -> str:
             f"`{record['commit'][:10]}`{dirty} on {where} ({versions}).*")  # fmt: skip
 
 
+def score(value, name: str, missing: str = "undefined") -> str:
+    """A score as the evaluation report writes it (its decimals), or ``missing`` where it is not a number."""
+    from splat_portrait.evaluation.report import DECIMALS
+
+    return f"{value:.{DECIMALS[name]}f}" if isinstance(value, (int, float)) else missing
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
@@ -81,15 +88,11 @@ def learn_table() -> str:
 
 
 def _evaluation_rows(report: dict, label: str) -> list[list[str]]:
-    def cell(value, decimals: int) -> str:
-        return "n/a" if not isinstance(value, (int, float)) else f"{value:.{decimals}f}"
-
     rows = []
     for kind in ("real", "synthetic"):
         scores = report["aggregate_by_kind"].get(kind)
         if scores:
-            rows.append([f"{label}, {kind} clips", str(scores["clips"]), cell(scores.get("psnr"), 2), cell(scores.get("ssim"), 3),
-                         cell(scores.get("csim"), 3)])  # fmt: skip
+            rows.append([f"{label}, {kind} clips", str(scores["clips"]), *(score(scores.get(s), s, "n/a") for s in ("psnr", "ssim", "csim"))])
     return rows
 
 
@@ -102,17 +105,13 @@ def default_model_table() -> str:
 
 def lipsync_table() -> str:
     data = load("lipsync")
-
-    def cell(value) -> str:
-        return "undefined" if value is None else f"{value:.3f}"
-
     rows = []
     for method in ("model", "copy-source"):
         for name, clip in data["clips"].items():
             seen = "held out" if clip["split"] == "test" else "seen in training"
             row = clip[method]
-            rows.append([f"{'bundled model' if method == 'model' else 'copy-source'}: {name} ({seen})", cell(row["lmd"]),
-                         cell(row["mouth_r"]), cell(row["mouth_amp"])])  # fmt: skip
+            label = f"{'bundled model' if method == 'model' else 'copy-source'}: {name} ({seen})"
+            rows.append([label, *(score(row[s], s) for s in ("lmd", "mouth_r", "mouth_amp"))])
     headers = ["real clip, its first frame + its own speech", "LMD ↓ (inter-ocular)", "mouth r ↑", "mouth amp (1 = real)"]
     return table(headers, rows) + "\n\n" + provenance(data, "lipsync")
 
@@ -122,7 +121,7 @@ def views_table() -> str:
     rows = []
     for name, methods in data["portraits"].items():
         for method, row in methods.items():
-            csim = "-" if row["csim"] is None else f"{row['csim']:.3f}"
+            csim = score(row["csim"], "csim", "-")
             tearing = ("-", "-") if row["tearing_mean"] is None else (f"{row['tearing_mean']:+.2f}", f"{row['tearing_worst']:+.2f} ({row['worst_view']})")
             label = "bundled model" if method == "model" else "copy-source (reference)"
             rows.append([f"{label}: {name}", f"{row['face_found']:.2f}", csim, *tearing])
@@ -135,8 +134,7 @@ def paper_table() -> str:
 
     name, rows = PAPER_TABLES["same-identity"]
     scores = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c")
-    decimals = {"psnr": 2, "ssim": 3, "lpips": 3, "csim": 3, "fid": 2, "lse_c": 3}
-    body = [[method, *(f"{values[s]:.{decimals[s]}f}" for s in scores)] for method, values in rows.items()]
+    body = [[method, *(score(values[s], s) for s in scores)] for method, values in rows.items()]
     note = (f"*The paper's {name} (HDTF, 256², 50 test identities, GPU-trained, ArcFace CSIM, SyncNet LipSync), copied from the paper for "
             "reference. Not comparable with the tables above: other data, resolution, recogniser and training budget.*")  # fmt: skip
     return table(["method (paper, HDTF)", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "CSIM ↑", "FID ↓", "LipSync ↑"], body) + "\n\n" + note

@@ -49,7 +49,7 @@ HEADERS = {
 }  # fmt: skip
 _NAMES = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "csim": "CSIM", "fid": "FID", "lse_c": "LipSync", "lse_d": "LipSync",
           "lmd": "Mouth", "mouth_r": "Mouth", "mouth_amp": "Mouth", "mouth_r_audio": "Mouth"}  # fmt: skip
-_DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "csim": 3, "fid": 2, "lse_c": 3, "lse_d": 3, "lmd": 3, "mouth_r": 3, "mouth_amp": 3,
+DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "csim": 3, "fid": 2, "lse_c": 3, "lse_d": 3, "lmd": 3, "mouth_r": 3, "mouth_amp": 3,
              "mouth_r_audio": 3}  # fmt: skip
 
 
@@ -111,7 +111,7 @@ def _format(score: str, value: Any) -> str:
         return "—"
     if isinstance(value, str):
         return "unavailable" if is_unavailable(value) else value
-    return f"{value:.{_DECIMALS[score]}f}"
+    return f"{value:.{DECIMALS[score]}f}"
 
 
 def results_table(protocol: str, label: str, aggregate: dict[str, Any], clips: int) -> Table:

@@ -91,16 +91,17 @@ class Scorer:
         return scores
 
     def _score_mouth(self, scores: ClipScores, mouth) -> None:
-        named = {"lmd": mouth.lmd, "mouth_r": mouth.mouth_r, "mouth_amp": mouth.mouth_amp}
-        if not self.same_identity:
-            named = {"mouth_r_audio": mouth.mouth_r}
+        # Cross identity reports the tracks' correlation under its own name, against the driving clip.
+        correlation = "mouth_r" if self.same_identity else "mouth_r_audio"
+        named = {"lmd": mouth.lmd, "mouth_r": mouth.mouth_r, "mouth_amp": mouth.mouth_amp} if self.same_identity else {}
+        named[correlation] = mouth.mouth_r
         for score, value in named.items():
             scores.values[score] = value
             scores.counts[score] = mouth.pairs if value is not None else 0
         scores.counts["mouth_no_face_generated"], scores.counts["mouth_no_face_real"] = mouth.no_face_generated, mouth.no_face_real
+        renamed = {"faces": "mouth", "mouth_r": correlation}
         for key, note in mouth.notes.items():
-            key = "mouth_r_audio" if key == "mouth_r" and not self.same_identity else key
-            scores.notes[key if key != "faces" else "mouth"] = note
+            scores.notes[renamed.get(key, key)] = note
 
     def aggregate(self, clips: list[ClipScores]) -> dict[str, Any]:
         """Each score over all clips: a number, None (nothing scored) or ``"unavailable: reason"``."""
