@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from splat_portrait.audio.features import EXTRACTORS
+from splat_portrait.audio.features import EXTRACTORS, NORMALISATIONS
 from splat_portrait.data.preprocess import ERROR, SKIPPED, ClipOptions, PreprocessReport, default_workers, preprocess as run
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.render import MAX_SIZE
@@ -45,6 +45,9 @@ def preprocess(
     audio_model: Optional[str] = typer.Option(
         None, "--audio-model", help="wav2vec2 model: a local folder or a hub id (e.g. facebook/wav2vec2-large-xlsr-53)."
     ),
+    audio_norm: str = typer.Option(
+        "utterance", "--audio-norm", help=f"Audio feature normalisation: {' or '.join(NORMALISATIONS)} (per-dimension over each clip)."
+    ),
     workers: int = typer.Option(default_workers(), "--workers", min=1, help="Clips processed in parallel."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=1.0, help="Share of clips in the test split."),
     min_seconds: float = typer.Option(1.0, "--min-seconds", help="Skip clips shorter than this."),
@@ -53,7 +56,7 @@ def preprocess(
     ),
 ) -> None:
     """Crop, align and pose every clip, extract its audio features, and write the manifest (resumable)."""
-    options = ClipOptions(size, jpeg_quality, audio_features, audio_model, min_seconds, min_face_fraction)
+    options = ClipOptions(size, jpeg_quality, audio_features, audio_model, audio_norm, min_seconds, min_face_fraction)
     started = time.perf_counter()
     columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
     with Progress(*columns, transient=True) as progress:

@@ -20,7 +20,9 @@ from rich.table import Table
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.models.config import PRESETS
 from splat_portrait.training import TrainConfig, TrainResult, train
-from splat_portrait.training.config import PAPER_LPIPS_WEIGHT, PAPER_LR, PAPER_WEIGHT_DECAY
+from splat_portrait.training.config import (
+    DEFAULT_LIP_WEIGHT, DEFAULT_MOUTH_WEIGHT, PAPER_LPIPS_WEIGHT, PAPER_LR, PAPER_WEIGHT_DECAY,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ _LPIPS = typer.Option(PAPER_LPIPS_WEIGHT, "--lpips-weight", min=0.0, help="LPIPS
 _SDS = typer.Option(None, "--sds-weight", min=0.0, help="Score-distillation weight (default: 1 with --prior, off without).")
 _PRIOR = typer.Option(None, "--prior", help="Face denoiser checkpoint for score distillation (`splat-portrait train-prior`).")
 _VGGFACE = typer.Option(None, "--vggface", help="VGG-Face state dict: adds its feature distance, weighted like LPIPS (the paper's perceptual term).")
+_MOUTH = typer.Option(
+    DEFAULT_MOUTH_WEIGHT, "--mouth-weight", min=1.0,
+    help="L2 weight of the mouth box (from the clips' landmarks) relative to other pixels (1: the paper's plain L2).",
+)  # fmt: skip
 _RESUME = typer.Option(False, "--resume", help="Continue the run in RUN_DIR from last.ckpt (same settings).")
 _SEED = typer.Option(0, "--seed", help="Seed of the initial weights, the sample order and the step noise.")
 _LR = typer.Option(PAPER_LR, "--lr", min=0.0, help="AdamW learning rate (paper: 2.5e-5).")
@@ -53,6 +59,7 @@ def train_static(
     sds_weight: Optional[float] = _SDS,
     prior: Optional[Path] = _PRIOR,
     vggface: Optional[Path] = _VGGFACE,
+    mouth_weight: float = _MOUTH,
     resume: bool = _RESUME,
     seed: int = _SEED,
     lr: float = _LR,
@@ -67,8 +74,8 @@ def train_static(
         raise SplatPortraitError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
     config = _config(
         "static", data_dir, preset=preset, resolution=resolution, steps=steps, batch_size=batch_size,
-        lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface, seed=seed, lr=lr,
-        weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
+        lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface, mouth_weight=mouth_weight,
+        seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     _run(config, output, device, resume)
 
@@ -85,6 +92,11 @@ def train_dynamic(
     prior: Optional[Path] = _PRIOR,
     vggface: Optional[Path] = _VGGFACE,
     freeze_static: bool = typer.Option(False, "--freeze-static", help="Train only the audio modules and dynamic decoder (the paper trains everything)."),
+    mouth_weight: float = _MOUTH,
+    lip_weight: float = typer.Option(
+        DEFAULT_LIP_WEIGHT, "--lip-weight", min=0.0,
+        help="Weight of the landmark lip-shape loss on the audio-moved lip splats (0: off, as in the paper).",
+    ),
     resume: bool = _RESUME,
     seed: int = _SEED,
     lr: float = _LR,
@@ -98,7 +110,7 @@ def train_dynamic(
     config = _config(
         "dynamic", data_dir, init=str(init.resolve()), resolution=resolution, steps=steps, batch_size=batch_size,
         lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface, freeze_static=freeze_static,
-        seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
+        mouth_weight=mouth_weight, lip_weight=lip_weight, seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     _run(config, output, device, resume)
 

@@ -92,7 +92,8 @@ def feature_spec_of(
     elif extractor == "mel" and extractor_model:
         raise SplatPortraitError("--audio-model applies only to --audio-features wav2vec2")
     else:
-        spec = FeatureSpec(extractor, extractor_model, MelExtractor.n_mels if extractor == "mel" else dim)
+        normalise = recorded.normalise if recorded is not None else "none"
+        spec = FeatureSpec(extractor, extractor_model, MelExtractor.n_mels if extractor == "mel" else dim, normalise=normalise)
         if recorded is not None:
             # Naming the extractor may point at a local copy of the recorded wav2vec2 model, never at other features.
             check_compatible(recorded, spec)

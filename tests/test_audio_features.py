@@ -67,7 +67,7 @@ def test_check_compatible():
 def test_feature_spec_json_round_trip():
     spec = FeatureSpec("wav2vec2", "x/y", 32)
     assert FeatureSpec.from_json(spec.to_json()) == spec
-    assert spec.to_json() == {"extractor": "wav2vec2", "model": "x/y", "dim": 32, "rate_hz": 50}
+    assert spec.to_json() == {"extractor": "wav2vec2", "model": "x/y", "dim": 32, "rate_hz": 50, "normalise": "none"}
 
 
 def test_extractor_choice_errors():

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from splat_portrait.cli.app import app
-from splat_portrait.data.layout import ManifestEntry, read_manifest, write_manifest
+from splat_portrait.data.layout import ClipPaths, ManifestEntry, read_manifest, read_meta, write_manifest
 from splat_portrait.data.synthetic import SynthConfig, write_synthetic_dataset
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.evaluation.protocol import cross_identity_sources, frames_to_score, plan_cases, protocol_metrics
@@ -37,7 +37,8 @@ def setup(tmp_path_factory):
     with torch.no_grad():
         model.dynamic.conv_out.weight.normal_(0, 0.1)  # so the audio moves the splats
     checkpoint = root / "model.pt"
-    save_checkpoint(checkpoint, model)
+    spec = read_meta(ClipPaths.of(data, read_manifest(data)[0].id)).audio_features
+    save_checkpoint(checkpoint, model, {"feature_spec": spec.to_json()})
     return root, data, checkpoint
 
 

@@ -53,7 +53,7 @@ def test_model_dir_holds_checked_graphs_and_a_complete_card(exported):
     card = json.loads((model_dir / "model.json").read_text())
     assert card["format"] == "splat-portrait/onnx-model" and card["version"] == 1
     assert card["preset"] == "tiny" and card["image_size"] == 64 and card["opset"] == 17
-    assert card["audio_features"] == {"extractor": "mel", "model": None, "dim": 80, "rate_hz": 50}
+    assert card["audio_features"] == {"extractor": "mel", "model": None, "dim": 80, "rate_hz": 50, "normalise": "none"}
     assert card["camera"]["intrinsics"] == [camera.DEFAULT_FOCAL, camera.DEFAULT_FOCAL, 0.5, 0.5]
     assert card["camera"]["c2w"][2][3] == -camera.DEFAULT_RADIUS
     assert set(card["versions"]) == {"splat_portrait", "torch", "onnx", "onnxruntime"}

@@ -54,7 +54,7 @@ def test_meta_keeps_feature_spec_and_extra_keys(tmp_path):
     meta = ClipMeta("m", 10, 0.4, "src.mp4", spec, extra={"crop_size": 256})
     layout.write_meta(paths, meta)
     data = json.loads(paths.meta.read_text())
-    assert data["audio_features"] == {"extractor": "wav2vec2", "model": "facebook/wav2vec2-large-xlsr-53", "dim": 1024, "rate_hz": 50}
+    assert data["audio_features"] == {"extractor": "wav2vec2", "model": "facebook/wav2vec2-large-xlsr-53", "dim": 1024, "rate_hz": 50, "normalise": "none"}
     assert (data["fps"], data["sample_rate"], data["crop_size"]) == (25, 16000, 256)
     assert layout.read_meta(paths) == meta
 

@@ -75,8 +75,16 @@ def test_clip_has_25fps_frames_matching_audio_and_features(videos, tmp_path):
     assert np.degrees(np.arccos(np.clip(forward[:, 2], -1, 1))).max() < 20
     meta = layout.read_meta(paths)
     assert (meta.id, meta.num_frames, meta.duration, meta.source) == ("good", 100, 4.0, str(videos["good"]))
-    assert meta.audio_features == FeatureSpec("mel", None, 80)
+    assert meta.audio_features == FeatureSpec("mel", None, 80, normalise="utterance")
+    features = layout.read_features(paths)
+    np.testing.assert_allclose(features.mean(0), 0, atol=1e-2)
     assert meta.extra == {"face_fraction": 1.0, "crop_size": 64}
+    # Landmarks in crop coordinates: the FFHQ framing puts the eyes above the centre, the mouth below.
+    landmarks = layout.read_landmarks(paths)
+    assert landmarks.shape == (100, 68, 2) and landmarks.dtype == np.float32
+    assert np.isfinite(landmarks).all() and ((landmarks > 0) & (landmarks < 1)).all()
+    eyes_y, mouth_y = landmarks[:, 36:48, 1].mean(), landmarks[:, 48:68, 1].mean()
+    assert 0.3 < eyes_y < 0.5 < mouth_y < 0.75, (eyes_y, mouth_y)
     assert layout.is_complete(paths)
 
 
@@ -85,7 +93,7 @@ def test_wav2vec2_features_through_preprocess(videos, tmp_path, tiny_wav2vec2): 
     paths = ClipPaths.of(tmp_path, "other")
     pp.preprocess_clip(videos["other"], paths, options)
     assert layout.read_features(paths).shape == (100, 32)
-    assert layout.read_meta(paths).audio_features == FeatureSpec("wav2vec2", str(tiny_wav2vec2), 32)
+    assert layout.read_meta(paths).audio_features == FeatureSpec("wav2vec2", str(tiny_wav2vec2), 32, normalise="utterance")
 
 
 def test_bad_clips_are_skipped_with_their_reason(videos, tmp_path):
@@ -168,7 +176,7 @@ def test_resume_after_an_interrupted_run(videos, tmp_path, monkeypatch):
     ]
     assert sorted(splits.values()) == ["test", "train"]
 
-    with pytest.raises(SplatPortraitError, match=r"clips/good was made with --size 64 and mel \(80-d, 50 Hz\) audio features, not --size 128"):
+    with pytest.raises(SplatPortraitError, match=r"clips/good was made with --size 64 and mel \(80-d, 50 Hz, utterance-normalised\) audio features, not --size 128"):
         pp.preprocess(inputs, tmp_path, pp.ClipOptions(size=128), workers=1)
     renamed = tmp_path / "elsewhere" / "good.mp4"
     renamed.parent.mkdir()

@@ -7,12 +7,17 @@ at 25 fps sits on feature ``2n``) and a clip of ``N`` samples gives ``T = ceil(N
 * ``wav2vec2``: the last hidden states of a ``transformers`` ``Wav2Vec2Model`` loaded from a local
   folder or a hub id (the paper uses ``facebook/wav2vec2-large-xlsr-53``, 1024-d).
 
+Either can be normalised per utterance (``normalise="utterance"``: every feature dimension to zero
+mean and unit variance over the clip). Loudness, microphone and room then no longer set the level a
+model sees, only how the sound changes, which is what the mouth follows.
+
 A :class:`FeatureSpec` records which extractor made a feature file; checkpoints keep the spec they
 were trained with and :func:`check_compatible` refuses features from any other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import asdict, dataclass
@@ -28,6 +33,7 @@ SAMPLE_RATE = 16000
 FEATURE_RATE_HZ = 50
 HOP = SAMPLE_RATE // FEATURE_RATE_HZ
 EXTRACTORS: tuple[str, ...] = ("mel", "wav2vec2")
+NORMALISATIONS: tuple[str, ...] = ("none", "utterance")
 
 
 @dataclass(frozen=True)
@@ -38,17 +44,21 @@ class FeatureSpec:
     model: str | None
     dim: int
     rate_hz: int = FEATURE_RATE_HZ
+    # Specs written before normalisation existed read as "none".
+    normalise: str = "none"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeatureSpec:
-        return cls(str(data["extractor"]), data.get("model"), int(data["dim"]), int(data.get("rate_hz", FEATURE_RATE_HZ)))
+        rate = int(data.get("rate_hz", FEATURE_RATE_HZ))
+        return cls(str(data["extractor"]), data.get("model"), int(data["dim"]), rate, str(data.get("normalise", "none")))
 
     def describe(self) -> str:
         model = f" {self.model!r}" if self.model else ""
-        return f"{self.extractor}{model} ({self.dim}-d, {self.rate_hz} Hz)"
+        norm = ", utterance-normalised" if self.normalise == "utterance" else ""
+        return f"{self.extractor}{model} ({self.dim}-d, {self.rate_hz} Hz{norm})"
 
 
 def _model_name(model: str | None) -> str | None:
@@ -59,11 +69,13 @@ def _model_name(model: str | None) -> str | None:
 
 def check_compatible(trained: FeatureSpec, given: FeatureSpec) -> None:
     """Raise if features ``given`` were not made the way the checkpoint's ``trained`` ones were."""
-    if (trained.extractor, _model_name(trained.model), trained.dim, trained.rate_hz) == (
-        given.extractor, _model_name(given.model), given.dim, given.rate_hz,
+    if (trained.extractor, _model_name(trained.model), trained.dim, trained.rate_hz, trained.normalise) == (
+        given.extractor, _model_name(given.model), given.dim, given.rate_hz, given.normalise,
     ):  # fmt: skip
         return
     redo = f"--audio-features {trained.extractor}" + (f" --audio-model {trained.model}" if trained.model else "")
+    if trained.normalise != given.normalise:
+        redo += f" --audio-norm {trained.normalise}"
     raise SplatPortraitError(
         f"audio features come from {given.describe()} but the checkpoint was trained with "
         f"{trained.describe()}; recompute them with {redo}"
@@ -223,12 +235,47 @@ def _load_wav2vec2(model: str, allow_download: bool = True) -> tuple[Any, bool]:
     return net.eval(), normalise
 
 
-@functools.lru_cache(maxsize=2)
-def make_extractor(name: str, model: str | None = None, device: str = "cpu", allow_download: bool = True) -> FeatureExtractor:
-    """The extractor ``name`` (``mel`` or ``wav2vec2`` with ``model``), cached per process.
+def normalise_utterance(features: np.ndarray) -> np.ndarray:
+    """(T, D) features with every dimension shifted and scaled to zero mean and unit variance over T.
+
+    The floor on the deviation keeps a constant dimension (e.g. a silent band) at zero rather than
+    blowing its rounding noise up.
+    """
+    features = np.asarray(features, np.float32)
+    if len(features) == 0:
+        return features
+    mean = features.mean(0, keepdims=True)
+    std = features.std(0, keepdims=True)
+    return ((features - mean) / np.maximum(std, 1e-3)).astype(np.float32)
+
+
+class UtteranceNormalised:
+    """Any extractor's features, normalised per utterance (:func:`normalise_utterance`)."""
+
+    def __init__(self, inner: FeatureExtractor) -> None:
+        self.inner = inner
+        self.spec = dataclasses.replace(inner.spec, normalise="utterance")
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        return normalise_utterance(self.inner(samples))
+
+
+def make_extractor(
+    name: str, model: str | None = None, device: str = "cpu", allow_download: bool = True, normalise: str = "none"
+) -> FeatureExtractor:
+    """The extractor ``name`` (``mel`` or ``wav2vec2`` with ``model``), per-utterance normalised with
+    ``normalise="utterance"``; the underlying network is loaded once per process.
 
     ``allow_download``: whether a hub id missing from the local cache may be fetched (see :func:`_load_wav2vec2`).
     """
+    if normalise not in NORMALISATIONS:
+        raise SplatPortraitError(f"unknown audio normalisation {normalise!r}; choose one of {', '.join(NORMALISATIONS)}")
+    extractor = _base_extractor(name, model, device, allow_download)
+    return UtteranceNormalised(extractor) if normalise == "utterance" else extractor
+
+
+@functools.lru_cache(maxsize=2)
+def _base_extractor(name: str, model: str | None, device: str, allow_download: bool) -> FeatureExtractor:
     if name == "mel":
         if model is not None:
             raise SplatPortraitError("--audio-model applies only to --audio-features wav2vec2")
@@ -247,6 +294,6 @@ def extractor_for(spec: FeatureSpec, device: str = "cpu", allow_download: bool =
 
     The spec comes from a file, not from the user, so nothing is downloaded unless ``allow_download``.
     """
-    extractor = make_extractor(spec.extractor, spec.model, device, allow_download)
+    extractor = make_extractor(spec.extractor, spec.model, device, allow_download, spec.normalise)
     check_compatible(spec, extractor.spec)
     return extractor

@@ -42,6 +42,8 @@ class ClipRecord:
     num_frames: int
     intrinsics: Tensor  # (F, 4) normalised
     c2w: Tensor  # (F, 4, 4)
+    # (F, 68, 2) crop coordinates, NaN where no face was found; None for clips without landmarks.
+    landmarks: Tensor | None = None
 
     @property
     def id(self) -> str:
@@ -76,7 +78,20 @@ def _check_clip(root: Path, entry: layout.ManifestEntry) -> ClipRecord:
     cameras = layout.read_cameras(paths)
     if len(cameras.c2w) != entry.frames:
         raise SplatPortraitError(f"clip {entry.id} has {len(cameras.c2w)} cameras for {entry.frames} frames in {paths.cameras}; {redo}")
-    return ClipRecord(paths, entry.frames, torch.from_numpy(cameras.intrinsics), torch.from_numpy(cameras.c2w))
+    landmarks = layout.read_landmarks(paths)
+    if landmarks is not None and landmarks.shape != (entry.frames, 68, 2):
+        raise SplatPortraitError(f"clip {entry.id} has landmarks of shape {landmarks.shape} for {entry.frames} frames in {paths.landmarks}; {redo}")
+    landmarks = None if landmarks is None else torch.from_numpy(landmarks.astype(np.float32))
+    return ClipRecord(paths, entry.frames, torch.from_numpy(cameras.intrinsics), torch.from_numpy(cameras.c2w), landmarks)
+
+
+def frame_landmarks(record: ClipRecord, frame: int) -> tuple[Tensor, Tensor]:
+    """Frame ``frame``'s (68, 2) crop-coordinate landmarks and whether they are real (zeros, False if not)."""
+    if record.landmarks is None:
+        return torch.zeros(68, 2), torch.tensor(False)
+    points = record.landmarks[frame]
+    known = bool(torch.isfinite(points).all())
+    return (points if known else torch.zeros(68, 2)), torch.tensor(known)
 
 
 class FrameCache:
@@ -119,7 +134,8 @@ class StaticPairDataset(Dataset):
     """Pairs (I_i, I_n) of frames of one clip with their cameras, for stage I.
 
     Sample ``k``: frame ``i`` uniform over all frames of the split (so longer clips weigh more), and
-    frame ``n`` uniform over the other frames of the same clip. Any ``k >= 0`` is valid; ``len`` is
+    frame ``n`` uniform over the other frames of the same clip. Each frame comes with its
+    landmarks (``landmarks_i``/``landmarks_n``, with ``has_landmarks_*`` False where a clip has none). Any ``k >= 0`` is valid; ``len`` is
     the number of frames in the split, a nominal epoch. Images are 3 x R x R in [-1, 1], resized
     (antialiased) when the stored frames are not ``resolution`` square.
     """
@@ -168,6 +184,8 @@ class StaticPairDataset(Dataset):
 
     def _sample(self, index: int, clip: int, i: int, n: int) -> dict[str, Any]:
         record = self.clips[clip]
+        landmarks_i, has_i = frame_landmarks(record, i)
+        landmarks_n, has_n = frame_landmarks(record, n)
         return {
             "index": index,
             "clip": record.id,
@@ -179,6 +197,10 @@ class StaticPairDataset(Dataset):
             "intrinsics_n": record.intrinsics[n],
             "c2w_i": record.c2w[i],
             "c2w_n": record.c2w[n],
+            "landmarks_i": landmarks_i,
+            "landmarks_n": landmarks_n,
+            "has_landmarks_i": has_i,
+            "has_landmarks_n": has_n,
         }
 
     def image(self, clip: int, frame: int) -> Tensor:

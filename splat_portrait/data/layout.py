@@ -7,6 +7,8 @@
                         audio.wav             16 kHz mono PCM16
                         audio_features.npy    (T, D) float32 at 50 Hz, T = ceil(samples / 320)
                         cameras.json          per-frame normalised intrinsics and c2w
+                        landmarks.npy         (F, 68, 2) float32 dlib landmarks in crop coordinates
+                                              ([0, 1] of the crop), NaN where no face was found; real clips
                         meta.json             ClipMeta, incl. the audio-feature spec
                         depth.npy, mouth_open.npy   ground truth, synthetic clips only
                         COMPLETE              empty, written last
@@ -72,6 +74,10 @@ class ClipPaths:
     @property
     def meta(self) -> Path:
         return self.root / "meta.json"
+
+    @property
+    def landmarks(self) -> Path:
+        return self.root / "landmarks.npy"
 
     @property
     def depth(self) -> Path:
@@ -237,6 +243,23 @@ def write_features(paths: ClipPaths, features: np.ndarray) -> None:
 
 def read_features(paths: ClipPaths) -> np.ndarray:
     return np.load(paths.audio_features)
+
+
+def write_landmarks(paths: ClipPaths, landmarks: np.ndarray) -> None:
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
+        raise ValueError(f"landmarks must be (F, 68, 2), got {landmarks.shape}")
+    with atomic_open(paths.landmarks, "wb") as f:
+        np.save(f, np.asarray(landmarks, np.float32))
+
+
+def read_landmarks(paths: ClipPaths) -> np.ndarray | None:
+    """The clip's (F, 68, 2) crop-coordinate landmarks, or None for a clip without them (synthetic, or older)."""
+    if not paths.landmarks.is_file():
+        return None
+    try:
+        return np.load(paths.landmarks)
+    except (OSError, ValueError) as err:
+        raise SplatPortraitError(f"cannot read {paths.landmarks} ({err}); rerun preprocessing for clip {paths.id}") from None
 
 
 def start_clip(paths: ClipPaths) -> None:

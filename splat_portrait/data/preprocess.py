@@ -1,8 +1,9 @@
 """Talking-head videos -> training clips in the preprocessed layout (layout.py).
 
 Per clip: decode at 25 fps with 16 kHz mono audio, find 68 landmarks on every frame, cut a square
-FFHQ-style crop that is smoothed over time, fit per-frame cameras to the landmarks, compute 50 Hz
-audio features, and mark the folder COMPLETE last. Clips run in worker processes; finished clips
+FFHQ-style crop that is smoothed over time, fit per-frame cameras to the landmarks, keep the
+landmarks in crop coordinates (the lip loss and mouth weighting of training use them), compute
+50 Hz audio features, and mark the folder COMPLETE last. Clips run in worker processes; finished clips
 are skipped on the next run, and a bad clip is reported with its reason without stopping the rest.
 """
 
@@ -30,7 +31,7 @@ from splat_portrait.camera import default_intrinsics
 from splat_portrait.data import layout
 from splat_portrait.data.layout import Cameras, ClipMeta, ClipPaths, ManifestEntry
 from splat_portrait.errors import SplatPortraitError
-from splat_portrait.face.crop import crop_square
+from splat_portrait.face.crop import crop_square, to_crop_coordinates
 from splat_portrait.face.track import track_face
 from splat_portrait.media.audio import load_audio
 from splat_portrait.media.video import FPS, VIDEO_SUFFIXES, probe_video, read_frames
@@ -50,6 +51,7 @@ class ClipOptions:
     jpeg_quality: int = 95
     audio_features: str = "mel"
     audio_model: str | None = None
+    audio_norm: str = "utterance"
     min_seconds: float = 1.0
     # Below this share of frames with a face the clip is rejected; gaps above it are interpolated.
     min_face_fraction: float = 0.8
@@ -124,7 +126,7 @@ def preprocess_clip(video: str | os.PathLike, paths: ClipPaths, options: ClipOpt
             f"{video.name} is too short ({num_frames / FPS:.2f} s of video with sound; the minimum is {options.min_seconds:g} s)"
         )
     audio = np.pad(audio, (0, max(0, num_frames * SAMPLES_PER_FRAME - len(audio))))[: num_frames * SAMPLES_PER_FRAME]
-    extractor = make_extractor(options.audio_features, options.audio_model)
+    extractor = make_extractor(options.audio_features, options.audio_model, normalise=options.audio_norm)
 
     layout.start_clip(paths)
     for index, frame in zip(range(num_frames), read_frames(video, FPS)):
@@ -132,6 +134,7 @@ def preprocess_clip(video: str | os.PathLike, paths: ClipPaths, options: ClipOpt
     c2w = track.c2w[:num_frames]
     intrinsics = default_intrinsics((num_frames,), dtype=torch.float64).numpy()
     layout.write_cameras(paths, Cameras(intrinsics, c2w, options.size, options.size))
+    layout.write_landmarks(paths, to_crop_coordinates(track.landmarks[:num_frames], track.boxes[:num_frames]))
     layout.write_audio(paths, audio)
     layout.write_features(paths, extractor(audio))
     duration = num_frames / FPS
@@ -192,7 +195,7 @@ def preprocess(
     if workers < 1:
         raise SplatPortraitError(f"--workers must be at least 1, got {workers}")
     # Fail once, up front, on a missing feature model rather than once per clip.
-    spec = make_extractor(options.audio_features, options.audio_model).spec
+    spec = make_extractor(options.audio_features, options.audio_model, normalise=options.audio_norm).spec
     writable_dir(data_dir)
     if on_start:
         on_start(len(videos))

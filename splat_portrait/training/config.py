@@ -20,6 +20,9 @@ STAGES: tuple[str, ...] = ("static", "dynamic")
 PAPER_LR = 2.5e-5
 PAPER_WEIGHT_DECAY = 1e-5
 PAPER_LPIPS_WEIGHT = 0.01
+# The CLI's mouth-aware defaults (the config's own defaults are the paper's plain objective).
+DEFAULT_MOUTH_WEIGHT = 10.0
+DEFAULT_LIP_WEIGHT = 1.0
 # Fields that do not change what a step computes, so a resumed run may set them anew.
 RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "preview_every", "workers", "data_dir"})
 
@@ -61,6 +64,12 @@ class TrainConfig:
     sds_yaw_deg: float = 45.0
     sds_pitch_deg: float = 12.5
     freeze_static: bool = False
+    # Mouth-aware terms (losses/mouth.py), from the landmarks preprocess stores; clips without
+    # landmarks (synthetic ones) simply do not contribute to them.
+    # The photometric loss counts mouth-box pixels this many times (1: plain L2, the paper's).
+    mouth_weight: float = 1.0
+    # Weight of the landmark lip-shape loss on Δd-moved lip splats (stage II only).
+    lip_weight: float = 0.0
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
@@ -76,13 +85,17 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "preview_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "workers"):
+        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "lip_weight", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.stage == "dynamic" and self.init is None:
             raise ValueError("stage II (dynamic) starts from a stage-I checkpoint: init is required")
         if self.stage == "static" and (self.init is not None or self.freeze_static):
             raise ValueError("init and freeze_static belong to stage II (dynamic)")
+        if self.mouth_weight < 1:
+            raise ValueError(f"mouth_weight must be at least 1 (1 weighs the mouth like any pixel), got {self.mouth_weight}")
+        if self.lip_weight > 0 and self.stage != "dynamic":
+            raise ValueError("the lip loss (lip_weight > 0) moves splats by their audio offsets: it belongs to stage II (dynamic)")
         if self.sds_weight > 0 and self.prior is None:
             raise ValueError("score distillation (sds_weight > 0) needs a prior checkpoint")
 

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from splat_portrait import camera
-from splat_portrait.losses import LPIPSLoss, VGGFaceLoss, mse
+from splat_portrait.losses import LPIPSLoss, VGGFaceLoss
+from splat_portrait.losses.mouth import MOUTH, lip_shape_loss, mouth_weights, points_under, project, weighted_mse
 from splat_portrait.models.talking_head import Encoded, TalkingHead
 from splat_portrait.prior import EDMDenoiser, ffhq_crop, load_denoiser, random_extreme_poses, score_distillation_loss
 from splat_portrait.render import RenderOutput, render
@@ -99,15 +100,19 @@ def to_unit(images: Tensor) -> Tensor:
     return (images + 1) / 2
 
 
-def reconstruction_terms(renders: Tensor, targets: Tensor, critics: Critics) -> dict[str, Tensor]:
+def reconstruction_terms(renders: Tensor, targets: Tensor, critics: Critics, pixel_weights: Tensor | None = None) -> dict[str, Tensor]:
     """Unweighted eq. 1 terms of renders (V, K, B, 3, H, W) (V views, K backgrounds) against frames (V, B, 3, H, W).
 
-    Each term is summed over the views and averaged over backgrounds, batch and pixels.
+    Each term is summed over the views and averaged over backgrounds, batch and pixels;
+    ``pixel_weights`` (V, B, 1, H, W) weigh the L2 term's pixels (None: all alike).
     """
     views = renders.shape[0]
     flat = renders.flatten(0, 2)
     expected = targets[:, None].expand_as(renders).flatten(0, 2)
-    terms = {"l2": views * mse(flat, expected)}
+    if pixel_weights is None:
+        pixel_weights = torch.ones_like(targets[:, :, :1])
+    weights = pixel_weights[:, None].expand(*renders.shape[:3], *pixel_weights.shape[2:]).flatten(0, 2)
+    terms = {"l2": views * weighted_mse(flat, expected, weights)}
     if critics.lpips is not None:
         terms["lpips"] = views * critics.lpips(flat, expected)
     if critics.vggface is not None:
@@ -127,13 +132,31 @@ def sds_term(
     return score_distillation_loss(x_clean, prior, prior.config.schedule, generator, config.sds_band, config.sds_euler_steps)
 
 
+def mouth_pixel_weights(batch: dict[str, Any], size: int, weight: float) -> Tensor:
+    """(2, B, 1, S, S) L2 weights of the source and target views from their frames' mouth boxes."""
+    return torch.stack([
+        mouth_weights(batch[f"landmarks_{v}"], batch[f"has_landmarks_{v}"], size, weight) for v in ("i", "n")
+    ])  # fmt: skip
+
+
+def lip_term(prediction: Prediction, batch: dict[str, Any], size: int) -> Tensor:
+    """The lip-shape loss of the moving splats under the source frame's mouth landmarks, seen from the target camera."""
+    lips = points_under(prediction.moving.means, size, batch["landmarks_i"][:, MOUTH])
+    viewmats = camera.relative_pose(batch["c2w_i"], batch["c2w_n"])
+    seen = project(lips, viewmats, batch["intrinsics_n"])
+    return lip_shape_loss(seen, batch["landmarks_n"], batch["has_landmarks_i"] & batch["has_landmarks_n"])
+
+
 def weighted_total(terms: dict[str, Tensor], config: TrainConfig) -> Tensor:
-    weights = {"l2": 1.0, "lpips": config.lpips_weight, "vggface": config.vggface_weight, "sds": config.sds_weight}
+    weights = {
+        "l2": 1.0, "lpips": config.lpips_weight, "vggface": config.vggface_weight, "sds": config.sds_weight,
+        "lip": config.lip_weight,
+    }  # fmt: skip
     return sum(weights[name] * value for name, value in terms.items())
 
 
 class Objective(nn.Module):
-    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "sds",] "total"}`` for one batch.
+    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "lip", "sds",] "total"}`` for one batch.
 
     The module ``DistributedDataParallel`` wraps: gradients are averaged across processes when
     they flow back through this forward. The critics are not submodules (they are frozen and
@@ -162,7 +185,10 @@ class Objective(nn.Module):
             for view in views
         ])  # fmt: skip
         targets = torch.stack([to_unit(batch["image_i"]), to_unit(batch["image_n"])])
-        terms = reconstruction_terms(renders, targets, self.critics)
+        pixel_weights = mouth_pixel_weights(batch, size, config.mouth_weight) if config.mouth_weight > 1 else None
+        terms = reconstruction_terms(renders, targets, self.critics, pixel_weights)
+        if config.lip_weight > 0:
+            terms["lip"] = lip_term(prediction, batch, size)
         if self.critics.prior is not None:
             terms["sds"] = sds_term(prediction, batch, self.critics.prior, config, generator, size)
         terms["total"] = weighted_total(terms, config)

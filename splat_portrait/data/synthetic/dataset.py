@@ -13,7 +13,7 @@ from splat_portrait.audio.features import make_extractor
 from splat_portrait.data import layout
 from splat_portrait.data.layout import ClipPaths
 from splat_portrait.data.synthetic.head import blinks, random_identity, render_head, talking_cameras
-from splat_portrait.data.synthetic.speech import FPS, SAMPLE_RATE, SPEECH_KINDS, SpeechKind, clip_audio, mouth_opening
+from splat_portrait.data.synthetic.speech import FPS, SAMPLE_RATE, SPEECH_KINDS, SpeechKind, clip_audio, mouth_opening, room_noise
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.media.audio import write_wav
 
@@ -33,6 +33,8 @@ class SynthConfig:
     max_shift: float = 0.02
     speech: SpeechKind = "auto"
     jpeg_quality: int = 95
+    # The audio feature normalisation (audio/features.py); match the real clips trained beside these.
+    audio_norm: str = "utterance"
 
     @property
     def num_frames(self) -> int:
@@ -58,9 +60,11 @@ def synthesize_clip(seed: int, config: SynthConfig = SynthConfig()) -> Synthetic
     identity = random_identity(rng)
     num_frames = config.num_frames
     # Separate streams, so e.g. switching the speech kind leaves the camera path and blinks as they were.
-    audio_rng, camera_rng, blink_rng = (np.random.default_rng([seed, k]) for k in (1, 2, 3))
-    audio, speech = clip_audio(audio_rng, config.seconds, identity.voice, identity.f0, config.speech)
-    mouth = mouth_opening(audio, num_frames)
+    audio_rng, camera_rng, blink_rng, noise_rng = (np.random.default_rng([seed, k]) for k in (1, 2, 3, 4))
+    clean, speech = clip_audio(audio_rng, config.seconds, identity.voice, identity.f0, config.speech)
+    # The mouth follows the voice; the recording also holds room tone (never digital silence).
+    mouth = mouth_opening(clean, num_frames)
+    audio = clean + room_noise(noise_rng, len(clean))
     intrinsics, c2w = talking_cameras(
         camera_rng, num_frames, config.max_yaw_deg, config.max_pitch_deg, config.max_roll_deg, config.max_shift
     )
@@ -101,7 +105,7 @@ def clip_id(seed: int, index: int) -> str:
 
 def write_clip(paths: ClipPaths, clip: SyntheticClip, recipe: dict, config: SynthConfig) -> None:
     """Write a rendered clip in the preprocessed layout, ground truth included, COMPLETE last."""
-    extractor = make_extractor("mel")
+    extractor = make_extractor("mel", normalise=config.audio_norm)
     layout.start_clip(paths)
     for index, frame in enumerate(clip.frames):
         layout.write_frame(paths, index, frame, quality=config.jpeg_quality)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+from scipy.signal import lfilter
 
 from splat_portrait.data import layout
 from splat_portrait.errors import SplatPortraitError
@@ -91,8 +92,23 @@ def espeak_speech(rng: np.random.Generator, seconds: float, voice: str, exe: str
     return out
 
 
+def room_noise(rng: np.random.Generator, num: int) -> np.ndarray:
+    """Quiet broadband noise (-60 to -45 dB below full scale, tilted towards low frequencies).
+
+    Real recordings are never digitally silent between words; without this floor, pauses in
+    synthetic clips sit on the features' log floor, a cue a model learns and real speech never gives.
+    """
+    level = 10 ** (rng.uniform(-60.0, -45.0) / 20)
+    if num == 0:
+        return np.zeros(0, np.float32)
+    white = rng.standard_normal(num)
+    # White noise plus a one-pole low-pass of it: a gentle tilt towards low frequencies, like room tone.
+    tilted = 0.5 * white + lfilter([0.05], [1.0, -0.95], white)
+    return (level * tilted / np.sqrt(np.mean(tilted**2))).astype(np.float32)
+
+
 def clip_audio(rng: np.random.Generator, seconds: float, voice: str, f0: float, kind: SpeechKind) -> tuple[np.ndarray, str]:
-    """The clip's sound and how it was made: espeak-ng speech (``voice``) where available, else voiced sound (pitch ``f0``)."""
+    """The clip's clean sound and how it was made: espeak-ng speech (``voice``) where available, else voiced sound (pitch ``f0``)."""
     exe = shutil.which("espeak-ng")
     if kind == "espeak" and exe is None:
         raise SplatPortraitError("espeak-ng not found; install it (apt-get install espeak-ng) or use --speech voiced")

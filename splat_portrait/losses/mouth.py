@@ -1,0 +1,83 @@
+"""Mouth-aware training terms, from the 68 dlib landmarks preprocessing stores per frame.
+
+Landmarks are in crop coordinates: (0, 0) is the crop's top-left corner, (1, 1) its bottom-right,
+the same normalisation as the cameras' intrinsics, so they serve every training resolution.
+
+* :func:`mouth_weights` up-weights the photometric loss on the mouth. At 128² the mouth box is
+  ~4 % of the pixels and a few per cent of a render's error, so without it almost all of the
+  gradient goes to pose, background and blur, and the lips are the last thing learned.
+* :func:`lip_shape_loss` is a direct gradient on how far the lips move: the splats under the source
+  frame's 20 mouth landmarks, moved by their Δd and projected into the target camera, should form
+  the target frame's mouth shape. Shapes are compared about their own centroid and in units of the
+  target's face height (landmark 27 to 8), so an error in where the head sits does not count as a
+  lip error and the term is independent of resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from splat_portrait import camera
+
+MOUTH = slice(48, 68)
+NOSE_BRIDGE, CHIN = 27, 8
+
+
+def mouth_weights(landmarks: Tensor, known: Tensor, size: int, weight: float, margin: float = 0.25) -> Tensor:
+    """Per-pixel loss weights (B, 1, size, size): ``weight`` inside each face's mouth box, 1 elsewhere.
+
+    The box bounds landmarks 48-67, grown by ``margin`` times its width on every side (the lips'
+    surroundings move with them); frames without landmarks (``known`` False) get weight 1 everywhere.
+    """
+    mouth = landmarks[:, MOUTH]
+    low, high = mouth.amin(1), mouth.amax(1)  # (B, 2)
+    pad = margin * (high[:, :1] - low[:, :1])
+    low, high = low - pad, high + pad
+    centres = (torch.arange(size, dtype=landmarks.dtype, device=landmarks.device) + 0.5) / size
+    inside_x = (centres >= low[:, None, 0:1]) & (centres <= high[:, None, 0:1])  # (B, 1, S)
+    inside_y = (centres >= low[:, None, 1:2]) & (centres <= high[:, None, 1:2])
+    inside = inside_y.transpose(1, 2) & inside_x  # (B, S, S)
+    inside = inside & known[:, None, None]
+    return (1 + (weight - 1) * inside.to(landmarks.dtype))[:, None]
+
+
+def weighted_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """``mean(weights * (pred - target)²)`` with weights (N, 1, H, W) broadcast over the channels."""
+    if pred.shape != target.shape:
+        raise ValueError(f"weighted_mse needs equal shapes, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    return (weights * (pred - target).square()).mean()
+
+
+def points_under(means: Tensor, size: int, uv: Tensor) -> Tensor:
+    """The per-pixel splat centres (B, size², 3) bilinearly interpolated at crop coordinates uv (B, K, 2): (B, K, 3)."""
+    grid = means.transpose(1, 2).reshape(means.shape[0], 3, size, size)
+    # align_corners=False: -1 and 1 are the crop's outer edges, as crop coordinates 0 and 1 are.
+    sampled = F.grid_sample(grid, (uv * 2 - 1)[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled[..., 0].transpose(1, 2)
+
+
+def project(points: Tensor, viewmats: Tensor, intrinsics: Tensor) -> Tensor:
+    """View-space points (B, K, 3) seen by cameras ``viewmats`` (B, 4, 4) with normalised intrinsics: crop coordinates (B, K, 2)."""
+    seen = camera.transform_points(viewmats, points)
+    z = seen[..., 2:].clamp_min(1e-6)
+    fx, fy, cx, cy = (t[:, None] for t in intrinsics.unbind(-1))
+    return torch.stack([fx * seen[..., 0] / z[..., 0] + cx, fy * seen[..., 1] / z[..., 0] + cy], -1)
+
+
+def lip_shape_loss(lips: Tensor, target: Tensor, known: Tensor) -> Tensor:
+    """Mean distance of projected lip points (B, 20, 2) to the target's (B, 68, 2) landmarks 48-67,
+    both about their own centroid, in target face heights; averaged over frames where ``known``.
+
+    No known frame gives 0 (still connected to ``lips``, so every process in a distributed step
+    reaches the same parameters).
+    """
+    truth = target[:, MOUTH]
+    height = (target[:, NOSE_BRIDGE] - target[:, CHIN]).norm(dim=-1).clamp_min(1e-3)  # (B,)
+    centred = lips - lips.mean(1, keepdim=True)
+    expected = truth - truth.mean(1, keepdim=True)
+    # sqrt(. + eps): the gradient of a plain norm is undefined where a point fits exactly.
+    per_frame = ((centred - expected).square().sum(-1) + 1e-12).sqrt().mean(1) / height
+    weights = known.to(lips.dtype)
+    return (per_frame * weights).sum() / weights.sum().clamp_min(1.0)
