@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -20,6 +21,19 @@ from splat_portrait.render import MAX_SIZE
 log = logging.getLogger(__name__)
 
 _STATUS_STYLE = {"done": "green", "already done": "cyan", SKIPPED: "yellow", ERROR: "bold red"}
+
+
+def read_identities(path: Path) -> dict[str, str]:
+    """The ``--identities`` file: a JSON object of video file name -> identity label (both strings)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SplatPortraitError(f"--identities file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SplatPortraitError(f"--identities file {path} is not readable JSON ({err})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()):
+        raise SplatPortraitError(f"--identities file {path} must hold one JSON object of video file name -> identity (non-empty strings)")
+    return data
 
 
 def _summary(report: PreprocessReport) -> Table:
@@ -54,9 +68,14 @@ def preprocess(
     min_face_fraction: float = typer.Option(
         0.8, "--min-face-fraction", min=0.0, max=1.0, help="Skip clips with a face on fewer frames than this share."
     ),
+    identities: Optional[Path] = typer.Option(
+        None, "--identities",
+        help="JSON object mapping video file names to who speaks in them: the split then keeps each identity on one side.",
+    ),  # fmt: skip
 ) -> None:
     """Crop, align and pose every clip, extract its audio features, and write the manifest (resumable)."""
     options = ClipOptions(size, jpeg_quality, audio_features, audio_model, audio_norm, min_seconds, min_face_fraction)
+    labels = read_identities(identities) if identities is not None else None
     started = time.perf_counter()
     columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
     with Progress(*columns, transient=True) as progress:
@@ -64,7 +83,7 @@ def preprocess(
         report = run(
             inputs, output, options, workers, test_fraction,
             on_start=lambda total: progress.update(task, total=total),
-            on_result=lambda result: progress.update(task, advance=1, description=result.id),
+            on_result=lambda result: progress.update(task, advance=1, description=result.id), identities=labels,
         )  # fmt: skip
     Console().print(_summary(report))
     splits = {s: sum(e.split == s for e in report.manifest) for s in ("train", "test")}

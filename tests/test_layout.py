@@ -106,6 +106,19 @@ def test_splits_are_deterministic_hash_based_and_never_empty():
         layout.assign_splits(ids, 1.5)
 
 
+def test_clips_of_one_identity_share_their_split():
+    ids = [f"clip{i:03d}" for i in range(200)]
+    groups = {i: f"person{int(i[4:]) // 5}" for i in ids}  # 40 people, 5 clips each
+    splits = layout.assign_splits(ids, 0.25, groups)
+    by_person = {}
+    for clip, split in splits.items():
+        by_person.setdefault(groups[clip], set()).add(split)
+    assert all(len(s) == 1 for s in by_person.values())
+    assert 4 <= sum(s == {"test"} for s in by_person.values()) <= 18
+    # A clip without a group is its own group, as before.
+    assert layout.assign_splits(ids[:3], 0.25, {}) == layout.assign_splits(ids[:3], 0.25)
+
+
 def test_manifest_round_trip_and_rebuild(tmp_path):
     _write_clip(tmp_path, "a", frames=3)
     _write_clip(tmp_path, "b", frames=5, synthetic=True)

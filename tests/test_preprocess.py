@@ -136,6 +136,18 @@ def test_all_bad_inputs_fail_the_command(videos, tmp_path):
         env={"COLUMNS": "300"},
     )  # fmt: skip
     assert no_model.exit_code == 1 and "error: wav2vec2 model folder" in no_model.output
+    bad = tmp_path / "who.json"
+    for content, reason in (
+        (None, "does not exist"),
+        ("{oops", "is not readable JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+        ('["a.mp4"]', "must hold one JSON object of video file name -> identity (non-empty strings)"),
+        ('{"a.mp4": ""}', "must hold one JSON object of video file name -> identity (non-empty strings)"),
+    ):
+        bad.unlink(missing_ok=True)
+        if content is not None:
+            bad.write_text(content)
+        result = CliRunner().invoke(app, ["preprocess", str(videos["good"]), "-o", str(tmp_path), "--identities", str(bad)], env={"COLUMNS": "300"})
+        assert result.exit_code == 1 and result.output.strip() == f"error: --identities file {bad} {reason}", result.output
     assert not (tmp_path / "clips").exists()
 
 
@@ -175,6 +187,12 @@ def test_resume_after_an_interrupted_run(videos, tmp_path, monkeypatch):
         {"id": "other", "frames": 50, "duration": 2.0, "split": splits["other"], "source": str(videos["other"]), "synthetic": False},
     ]
     assert sorted(splits.values()) == ["test", "train"]
+
+    # Naming who speaks relabels finished clips without redoing them; one person's clips share a split.
+    report = pp.preprocess(inputs, tmp_path, SMALL, workers=1, test_fraction=0.5, identities={"good.mp4": "ann", "other.mp4": "ann"})
+    assert [r.status for r in report.results] == ["already done", "already done"]
+    assert layout.read_meta(finished).extra["identity"] == "ann"
+    assert len({e.split for e in report.manifest}) == 1
 
     with pytest.raises(SplatPortraitError, match=r"clips/good was made with --size 64 and mel \(80-d, 50 Hz, utterance-normalised\) audio features, not --size 128"):
         pp.preprocess(inputs, tmp_path, pp.ClipOptions(size=128), workers=1)

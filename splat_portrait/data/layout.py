@@ -303,21 +303,25 @@ def _unit_hash(clip_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign_splits(clip_ids: Iterable[str], test_fraction: float = 0.1) -> dict[str, str]:
-    """Deterministic train/test split: a clip is ``test`` when the hash of its id is below the fraction.
+def assign_splits(clip_ids: Iterable[str], test_fraction: float = 0.1, groups: dict[str, str] | None = None) -> dict[str, str]:
+    """Deterministic train/test split: a clip is ``test`` when the hash of its group is below the fraction.
 
-    Hashing ids (rather than shuffling a list) keeps every clip's split when clips are added or
-    removed. With two or more clips and ``0 < test_fraction < 1`` there is at least one clip of each
-    split: the lowest-hash clip becomes test, the highest-hash one train.
+    A clip's group is ``groups[id]`` (e.g. the identity of the person speaking, so that no face of
+    the test split is ever trained on), else its own id. Hashing (rather than shuffling a list)
+    keeps every clip's split when clips are added or removed. With two or more groups and
+    ``0 < test_fraction < 1`` there is at least one group of each split: the lowest-hash group
+    becomes test, the highest-hash one train.
     """
     if not 0.0 <= test_fraction <= 1.0:
         raise SplatPortraitError(f"test fraction must be in [0, 1], got {test_fraction}")
-    ranked = sorted(set(clip_ids), key=_unit_hash)
-    splits = {i: "test" if _unit_hash(i) < test_fraction else "train" for i in ranked}
+    groups = groups or {}
+    group_of = {i: groups.get(i, i) for i in set(clip_ids)}
+    ranked = sorted(set(group_of.values()), key=_unit_hash)
+    split_of = {g: "test" if _unit_hash(g) < test_fraction else "train" for g in ranked}
     if len(ranked) >= 2 and 0.0 < test_fraction < 1.0:
-        splits[ranked[0]] = "test"
-        splits[ranked[-1]] = "train"
-    return splits
+        split_of[ranked[0]] = "test"
+        split_of[ranked[-1]] = "train"
+    return {i: split_of[g] for i, g in group_of.items()}
 
 
 def write_manifest(data_dir: str | os.PathLike, entries: Iterable[ManifestEntry]) -> None:
@@ -349,9 +353,13 @@ def read_manifest(data_dir: str | os.PathLike) -> list[ManifestEntry]:
 
 
 def rebuild_manifest(data_dir: str | os.PathLike, test_fraction: float = 0.1) -> list[ManifestEntry]:
-    """Write manifest.jsonl listing every complete clip under ``data_dir`` and return its entries."""
+    """Write manifest.jsonl listing every complete clip under ``data_dir`` and return its entries.
+
+    Clips whose meta.json names an ``identity`` are split by identity (:func:`assign_splits`).
+    """
     metas = [read_meta(paths) for paths in complete_clips(data_dir)]
-    splits = assign_splits([m.id for m in metas], test_fraction)
+    groups = {m.id: str(m.extra["identity"]) for m in metas if m.extra.get("identity")}
+    splits = assign_splits([m.id for m in metas], test_fraction, groups)
     entries = [ManifestEntry(m.id, m.num_frames, m.duration, splits[m.id], m.source, m.synthetic) for m in metas]
     write_manifest(data_dir, entries)
     return entries

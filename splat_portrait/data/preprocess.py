@@ -9,6 +9,7 @@ are skipped on the next run, and a bad clip is reported with its reason without 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import multiprocessing
@@ -102,8 +103,13 @@ def clip_ids(videos: Sequence[Path]) -> list[str]:
     return [s if counts[s] == 1 else f"{s}-{hashlib.sha1(str(v).encode()).hexdigest()[:8]}" for s, v in zip(stems, videos)]
 
 
-def preprocess_clip(video: str | os.PathLike, paths: ClipPaths, options: ClipOptions = ClipOptions()) -> ClipResult:
-    """Turn one video into the clip folder ``paths``; raises SplatPortraitError for a bad clip."""
+def preprocess_clip(
+    video: str | os.PathLike, paths: ClipPaths, options: ClipOptions = ClipOptions(), identity: str | None = None
+) -> ClipResult:
+    """Turn one video into the clip folder ``paths``; raises SplatPortraitError for a bad clip.
+
+    ``identity`` (who speaks) goes into meta.json: the manifest splits clips by it.
+    """
     start = time.perf_counter()
     video = Path(video)
     info = probe_video(video)
@@ -139,17 +145,19 @@ def preprocess_clip(video: str | os.PathLike, paths: ClipPaths, options: ClipOpt
     layout.write_features(paths, extractor(audio))
     duration = num_frames / FPS
     extra = {"face_fraction": round(face_fraction, 4), "crop_size": options.size}
+    if identity:
+        extra["identity"] = identity
     layout.write_meta(paths, ClipMeta(paths.id, num_frames, duration, str(video), extractor.spec, extra=extra))
     layout.mark_complete(paths)
     elapsed = time.perf_counter() - start
     return ClipResult(paths.id, str(video), DONE, num_frames, duration, seconds=elapsed, face_fraction=face_fraction)
 
 
-def _run_job(video: Path, paths: ClipPaths, options: ClipOptions) -> ClipResult:
+def _run_job(video: Path, paths: ClipPaths, options: ClipOptions, identity: str | None) -> ClipResult:
     """:func:`preprocess_clip` that turns any failure into a result, so one clip cannot stop the batch."""
     start = time.perf_counter()
     try:
-        return preprocess_clip(video, paths, options)
+        return preprocess_clip(video, paths, options, identity)
     except SplatPortraitError as err:
         status, reason = SKIPPED, str(err)
     except Exception as err:  # a bug: keep its traceback for the log, but finish the other clips
@@ -184,10 +192,13 @@ def preprocess(
     test_fraction: float = 0.1,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[ClipResult], None] | None = None,
+    identities: dict[str, str] | None = None,
 ) -> PreprocessReport:
     """Preprocess every video in ``inputs`` into ``data_dir`` and write its manifest.
 
     ``on_start`` gets the number of videos found, ``on_result`` each clip's result as it finishes.
+    ``identities`` maps video file names to who speaks in them; the split then keeps every
+    identity on one side (train or test). A finished clip whose identity changed is relabelled.
     """
     videos = find_videos(inputs)
     layout.assign_splits([], test_fraction)  # reject a bad fraction before hours of work
@@ -210,28 +221,32 @@ def preprocess(
         if on_result:
             on_result(result)
 
+    identities = identities or {}
     jobs = []
     for video, clip_id in zip(videos, clip_ids(videos)):
         paths = ClipPaths.of(data_dir, clip_id)
+        identity = identities.get(video.name)
         if layout.is_complete(paths):
             meta = layout.read_meta(paths)
             _check_settings(meta, paths, options, spec)
             if meta.source == str(video):
+                if identity and meta.extra.get("identity") != identity:
+                    layout.write_meta(paths, dataclasses.replace(meta, extra={**meta.extra, "identity": identity}))
                 report(ClipResult(clip_id, str(video), ALREADY_DONE, meta.num_frames, meta.duration))
             else:
                 reason = f"clip id {clip_id!r} already holds {meta.source}; rename this file or use another output folder"
                 report(ClipResult(clip_id, str(video), SKIPPED, reason=reason))
         else:
-            jobs.append((video, paths))
+            jobs.append((video, paths, identity))
     if workers == 1 or len(jobs) <= 1:
-        for video, paths in jobs:
-            report(_run_job(video, paths, options))
+        for video, paths, identity in jobs:
+            report(_run_job(video, paths, options, identity))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn, not fork: forking a process that already runs torch threads can deadlock.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(jobs)), context, _init_worker, (threads,)) as pool:
-            futures = [pool.submit(_run_job, video, paths, options) for video, paths in jobs]
+            futures = [pool.submit(_run_job, video, paths, options, identity) for video, paths, identity in jobs]
             try:
                 for future in as_completed(futures):
                     report(future.result())
