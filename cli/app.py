@@ -26,6 +26,7 @@ from splat_portrait.cli import preprocess
 from splat_portrait.cli import synth
 from splat_portrait.cli import train
 from splat_portrait.cli import train_prior
+from splat_portrait.cli import train_sync
 from splat_portrait.errors import SplatPortraitError
 
 EXIT_USER_ERROR = 1
@@ -108,6 +109,7 @@ COMMANDS = {
     "train-prior": train_prior.train_prior,
     "train-static": train.train_static,
     "train-dynamic": train.train_dynamic,
+    "train-sync": train_sync.train_sync,
     "evaluate": evaluate.evaluate,
 }
 for _name, _function in COMMANDS.items():

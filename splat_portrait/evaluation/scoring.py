@@ -24,10 +24,13 @@ from splat_portrait.metrics import Metric, Unavailable
 from splat_portrait.metrics.fid import fid_from_features
 from splat_portrait.runtime.compose import to_uint8
 
-# The columns of every report, in order; "lipsync" yields two, "mouth" three per protocol.
-SCORES = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c", "lse_d", "lmd", "mouth_r", "mouth_amp", "mouth_r_audio")
+# The columns of every report, in order; "lipsync" yields two, "mouth" three per protocol, "sync"
+# (our expert) four: its LSE-C and LSE-D, the offset found and whether it is 0 (its mean: the share
+# of clips in sync).
+SCORES = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c", "lse_d", "lmd", "mouth_r", "mouth_amp", "mouth_r_audio",
+          "sync_c", "sync_d", "sync_offset", "sync_in_sync")  # fmt: skip
 SCORES_OF = {"psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",), "csim": ("csim",), "fid": ("fid",), "lipsync": ("lse_c", "lse_d"),
-             "mouth": ("lmd", "mouth_r", "mouth_amp", "mouth_r_audio")}  # fmt: skip
+             "mouth": ("lmd", "mouth_r", "mouth_amp", "mouth_r_audio"), "sync": ("sync_c", "sync_d", "sync_offset", "sync_in_sync")}  # fmt: skip
 METRIC_OF = {score: metric for metric, scores in SCORES_OF.items() for score in scores}
 
 
@@ -86,6 +89,13 @@ class Scorer:
                 scores.counts.update(lse_c=1, lse_d=1)
             except SplatPortraitError as err:
                 scores.notes["lipsync"] = str(err)
+        if metric := self.runnable("sync"):
+            try:
+                sync = metric.compute(generated, samples)
+                scores.values.update(sync_c=sync.confidence, sync_d=sync.min_dist, sync_offset=sync.offset, sync_in_sync=float(sync.offset == 0))
+                scores.counts.update(sync_c=1, sync_d=1, sync_offset=1, sync_in_sync=1)
+            except SplatPortraitError as err:
+                scores.notes["sync"] = str(err)
         if metric := self.runnable("mouth"):
             self._score_mouth(scores, metric.compute(to_uint8(ours), to_uint8(truth), self.same_identity))
         return scores

@@ -28,9 +28,10 @@ from splat_portrait.metrics.fid import InceptionFeatures
 from splat_portrait.metrics.identity import ArcFaceEmbedder, DlibFaceEmbedder, FaceEmbedder, csim
 from splat_portrait.metrics.lpips import Lpips
 from splat_portrait.metrics.mouth import compare_mouths
+from splat_portrait.metrics.sync_expert import ExpertSync
 from splat_portrait.metrics.syncnet import LipSync
 
-METRICS = ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth")
+METRICS = ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth", "sync")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class MetricOptions:
     face_recognizer: Literal["dlib", "arcface"] = "dlib"
     arcface_onnx: Path | None = None
     syncnet_weights: Path | None = None
+    # Our sync expert (``splat-portrait train-sync``), for the ``sync`` metric.
+    sync_expert: Path | None = None
     # Fetch missing torchvision / Inception weights into torch hub's cache instead of reporting them.
     allow_download: bool = False
     device: str = "cpu"
@@ -88,6 +91,12 @@ def _mouth(options: MetricOptions) -> Metric:
     return Metric("mouth", "dlib 68 landmarks (shape_predictor_68_face_landmarks), inter-ocular normalised", compare_mouths)
 
 
+def _sync(options: MetricOptions) -> Metric:
+    if options.sync_expert is None:
+        raise MetricUnavailable("no sync expert given (train one with `splat-portrait train-sync` and pass --sync)")
+    return _named("sync", ExpertSync(options.sync_expert, options.device))
+
+
 def _named(name: str, metric: Any) -> Metric:
     return Metric(name, metric.name, metric)
 
@@ -101,6 +110,7 @@ _BUILDERS: dict[str, Callable[[MetricOptions], Metric]] = {
     "fid": lambda o: _named("fid", InceptionFeatures(o.device, o.allow_download)),
     "lipsync": lambda o: _named("lipsync", LipSync(o.syncnet_weights, o.device)),
     "mouth": _mouth,
+    "sync": _sync,
 }
 
 
