@@ -30,17 +30,18 @@ def main() -> None:
     parser.add_argument("expert", type=Path)
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--stride", type=float, default=1.0, help="Seconds between window starts (windows overlap when below --seconds).")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     expert, record = load_sync_expert(args.expert)
-    report = {"benchmark": "sync_expert", "expert": str(args.expert), "trained_on": record, "seconds": args.seconds, "splits": {}}
-    print(f"sync expert {args.expert.name} ({len(record['clips'])} training clips), {args.seconds:g} s windows")
+    report = {"benchmark": "sync_expert", "expert": str(args.expert), "trained_on": record, "seconds": args.seconds, "stride": args.stride, "splits": {}}
+    print(f"sync expert {args.expert.name} ({len(record['clips'])} training clips), {args.seconds:g} s windows every {args.stride:g} s")
     header = f"{'split':6} {'clip':34} {'windows':>7} {'offsets found':24} {'pairs ranked':>12}"
     print(header + "\n" + "-" * len(header))
     for split in ("test", "train"):
         clips, _ = load_windows(args.data_dir, split, expert.config, record["config"]["resolution"])
-        rows = {c.id: held_out_figures(expert, [c], args.seconds) for c in clips}
-        overall = held_out_figures(expert, clips, args.seconds)
+        rows = {c.id: held_out_figures(expert, [c], args.seconds, stride=args.stride) for c in clips}
+        overall = held_out_figures(expert, clips, args.seconds, stride=args.stride)
         for clip_id, row in rows.items():
             print(f"{split:6} {clip_id[:34]:34} {row['windows']:>7} {str(row['offsets'])[:24]:24} {row['pairs_ranked']:>12.2f}")
         print(f"{split:6} {'all':34} {overall['windows']:>7} {'offset 0: ' + format(overall['offset_correct'], '.0%'):24} {overall['pairs_ranked']:>12.2f}")

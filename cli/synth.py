@@ -10,6 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from splat_portrait.atomic import writable_dir
+from splat_portrait.audio.features import NORMALISATIONS
+from splat_portrait.errors import SplatPortraitError
 from splat_portrait.data.synthetic import SynthConfig, write_synthetic_dataset
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,14 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed and settings give the same clips."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share of clips in the test split."),
     speech: str = typer.Option("auto", "--speech", help="auto (espeak-ng if installed), espeak, or voiced."),
+    audio_norm: str = typer.Option(
+        "utterance", "--audio-norm", help=f"Audio feature normalisation: {' or '.join(NORMALISATIONS)}; match the real clips beside these."
+    ),
 ) -> None:
     """Render procedural talking heads (with depth and mouth-opening ground truth) as training data."""
-    config = SynthConfig(seconds=seconds, size=size, speech=speech)  # type: ignore[arg-type]
+    if audio_norm not in NORMALISATIONS:
+        raise SplatPortraitError(f"unknown audio normalisation {audio_norm!r}; choose one of {', '.join(NORMALISATIONS)}")
+    config = SynthConfig(seconds=seconds, size=size, speech=speech, audio_norm=audio_norm)  # type: ignore[arg-type]
     writable_dir(output)
     started = time.perf_counter()
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -20,9 +20,7 @@ from rich.table import Table
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.models.config import PRESETS
 from splat_portrait.training import TrainConfig, TrainResult, train
-from splat_portrait.training.config import (
-    DEFAULT_LIP_WEIGHT, DEFAULT_MOUTH_WEIGHT, PAPER_LPIPS_WEIGHT, PAPER_LR, PAPER_WEIGHT_DECAY,
-)  # fmt: skip
+from splat_portrait.training.config import PAPER_LPIPS_WEIGHT, PAPER_LR, PAPER_WEIGHT_DECAY
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +33,8 @@ _SDS = typer.Option(None, "--sds-weight", min=0.0, help="Score-distillation weig
 _PRIOR = typer.Option(None, "--prior", help="Face denoiser checkpoint for score distillation (`splat-portrait train-prior`).")
 _VGGFACE = typer.Option(None, "--vggface", help="VGG-Face state dict: adds its feature distance, weighted like LPIPS (the paper's perceptual term).")
 _MOUTH = typer.Option(
-    DEFAULT_MOUTH_WEIGHT, "--mouth-weight", min=1.0,
-    help="L2 weight of the mouth box (from the clips' landmarks) relative to other pixels (1: the paper's plain L2).",
+    1.0, "--mouth-weight", min=1.0,
+    help="L2 weight of the mouth box (from the clips' landmarks) relative to other pixels (1: the paper's plain L2; try 10).",
 )  # fmt: skip
 _RESUME = typer.Option(False, "--resume", help="Continue the run in RUN_DIR from last.ckpt (same settings).")
 _SEED = typer.Option(0, "--seed", help="Seed of the initial weights, the sample order and the step noise.")
@@ -94,8 +92,8 @@ def train_dynamic(
     freeze_static: bool = typer.Option(False, "--freeze-static", help="Train only the audio modules and dynamic decoder (the paper trains everything)."),
     mouth_weight: float = _MOUTH,
     lip_weight: float = typer.Option(
-        DEFAULT_LIP_WEIGHT, "--lip-weight", min=0.0,
-        help="Weight of the landmark lip-shape loss on the audio-moved lip splats (0: off, as in the paper).",
+        0.0, "--lip-weight", min=0.0,
+        help="Weight of the landmark lip-shape loss on the audio-moved lip splats (0: off, as in the paper; try 1).",
     ),
     resume: bool = _RESUME,
     seed: int = _SEED,

@@ -28,9 +28,8 @@ SOURCES = {
     "animate": ("animate.json", ".venv/bin/python benchmarks/animate.py --presets small --json benchmarks/results/animate.json"),
     "learn-synthetic": ("learn_synthetic.json", ".venv/bin/python benchmarks/learn_synthetic.py --json benchmarks/results/learn_synthetic.json"),
     "default-model": ("default_model.json", "bash scripts/evaluate_default_model.sh"),
-    "lipsync": ("lipsync.json", "bash scripts/evaluate_default_model.sh"),
-    "lipsync-before": ("lipsync_before.json", ".venv/bin/python benchmarks/lipsync.py --videos runs/default-model/videos --model PREVIOUS_MODEL_DIR --sync runs/default-model/sync.ckpt --json benchmarks/results/lipsync_before.json"),
-    "sync-expert": ("sync_expert.json", "bash scripts/evaluate_default_model.sh"),
+    "lipsync": ("lipsync.json", ".venv/bin/python benchmarks/lipsync.py --videos runs/default-model/videos --sync runs/default-model/sync.ckpt --json benchmarks/results/lipsync.json"),
+    "sync-expert": ("sync_expert.json", ".venv/bin/python benchmarks/sync_expert.py runs/default-model/sync.ckpt runs/default-model/data --json benchmarks/results/sync_expert.json"),
     "views": ("views.json", ".venv/bin/python benchmarks/views.py --json benchmarks/results/views.json"),
 }
 
@@ -116,11 +115,10 @@ def _lipsync_rows(data: dict, label: str) -> list[list[str]]:
 
 
 def lipsync_table() -> str:
-    data, before = load("lipsync"), load("lipsync-before")
-    rows = _lipsync_rows(before, "previous bundled model (6 sample clips + synthetic)")[:1] + _lipsync_rows(data, "bundled model")
+    data = load("lipsync")
     headers = ["5 s windows of held-out identities, first frame + own speech", "windows", "LMD ↓ (inter-ocular)", "mouth r ↑",
                "mouth amp (1 = real)", "expert offset 0"]  # fmt: skip
-    return table(headers, rows) + "\n\n" + provenance(before, "lipsync-before") + "\n\n" + provenance(data, "lipsync")
+    return table(headers, _lipsync_rows(data, "bundled model")) + "\n\n" + provenance(data, "lipsync")
 
 
 def sync_expert_table() -> str:

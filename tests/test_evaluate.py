@@ -118,7 +118,7 @@ def test_cross_identity_uses_another_clip_as_source(setup):
     report = json.loads((out / "metrics.json").read_text())
     ids = [c["id"] for c in report["clips"]]
     assert [c["source"] for c in report["clips"]] == ids[::-1]
-    assert set(report["aggregate"]) == {"csim", "fid", "lse_c", "lse_d", "mouth_r_audio"}
+    assert set(report["aggregate"]) == {"csim", "fid", "lse_c", "lse_d", "mouth_r_audio", "sync_c", "sync_d", "sync_offset", "sync_in_sync"}
     assert "Tab. 2" in result.output and "0.726" in result.output and "PSNR" not in result.output
 
 
@@ -127,10 +127,10 @@ def test_cross_identity_uses_another_clip_as_source(setup):
     [
         (["--checkpoint", "{root}/missing.pt"], "checkpoint {root}/missing.pt does not exist (or is not a file)"),
         (["--protocol", "sideways"], "unknown protocol 'sideways'; choose one of same-identity, cross-identity"),
-        (["--metrics", "psnr,bleu"], "unknown metric 'bleu'; choose from psnr, ssim, lpips, csim, fid, lipsync, mouth"),
+        (["--metrics", "psnr,bleu"], "unknown metric 'bleu'; choose from psnr, ssim, lpips, csim, fid, lipsync, mouth, sync"),
         (["--baseline", "mirror"], "unknown baseline 'mirror'; choose one of copy-source"),
         (["--protocol", "cross-identity", "--metrics", "ssim"],
-         "metric 'ssim' compares with ground truth, which the cross-identity protocol has not; choose from csim, fid, lipsync, mouth"),
+         "metric 'ssim' compares with ground truth, which the cross-identity protocol has not; choose from csim, fid, lipsync, mouth, sync"),
     ],
 )  # fmt: skip
 def test_user_errors_are_one_clear_line(setup, args, message):
@@ -169,8 +169,8 @@ def test_plan_takes_the_first_seconds_and_clips():
 
 
 def test_protocol_metrics_default_to_what_applies():
-    assert protocol_metrics("same-identity", None) == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth")
-    assert protocol_metrics("cross-identity", None) == ("csim", "fid", "lipsync", "mouth")
+    assert protocol_metrics("same-identity", None) == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth", "sync")
+    assert protocol_metrics("cross-identity", None) == ("csim", "fid", "lipsync", "mouth", "sync")
     assert protocol_metrics("same-identity", ["fid", "psnr"]) == ("psnr", "fid")
 
 

@@ -91,3 +91,31 @@ def test_train_sync_cli_and_the_evaluate_metric(talking, tmp_path):
     save_checkpoint(tmp_path / "head.ckpt", TalkingHead(preset("tiny", image_size=32)))
     with pytest.raises(SplatPortraitError):
         build_metric("sync", MetricOptions(sync_expert=tmp_path / "head.ckpt"))
+
+
+def test_evaluate_scores_sync_with_a_given_expert(talking, tmp_path):
+    """The metric runs inside evaluate and names the expert and its data; its values are the expert's, untrained here."""
+    import json
+
+    from splat_portrait.audio.features import FeatureSpec
+    from splat_portrait.data import layout
+    from splat_portrait.models import TalkingHead, preset, save_checkpoint
+    from splat_portrait.models.sync_expert import SYNC_KINDS
+
+    spec = layout.read_meta(layout.complete_clips(talking)[0]).audio_features
+    record = {"config": {"data_dir": "somewhere", "resolution": 32}, "feature_spec": spec.to_json(), "clips": ["a", "b"], "frames": 300}
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "sync.ckpt", SyncExpert(SMALL), {"sync_training": record}, kinds=SYNC_KINDS)
+    head = tmp_path / "head.ckpt"
+    save_checkpoint(head, TalkingHead(preset("tiny", image_size=32)), {"feature_spec": FeatureSpec.from_json(spec.to_json()).to_json()})
+    test = tmp_path / "data"
+    write_synthetic_dataset(test, 2, seed=2, config=SynthConfig(seconds=1.0, size=32, speech="voiced"), test_fraction=1.0)
+    out = tmp_path / "eval"
+    args = ["evaluate", str(test), "--checkpoint", str(head), "-o", str(out), "--metrics", "sync", "--sync", str(tmp_path / "sync.ckpt"), "--videos", "0"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "metrics.json").read_text())
+    aggregate = report["aggregate"]
+    assert set(aggregate) >= {"sync_c", "sync_d", "sync_offset", "sync_in_sync"}
+    assert 0 <= aggregate["sync_in_sync"] <= 1 and 0 <= aggregate["sync_d"] <= 2
+    assert "our sync expert (sync.ckpt: trained on 2 real clips, 300 frames, of somewhere)" in json.dumps(report)

@@ -20,9 +20,6 @@ STAGES: tuple[str, ...] = ("static", "dynamic")
 PAPER_LR = 2.5e-5
 PAPER_WEIGHT_DECAY = 1e-5
 PAPER_LPIPS_WEIGHT = 0.01
-# The CLI's mouth-aware defaults (the config's own defaults are the paper's plain objective).
-DEFAULT_MOUTH_WEIGHT = 10.0
-DEFAULT_LIP_WEIGHT = 1.0
 # Fields that do not change what a step computes, so a resumed run may set them anew.
 RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "preview_every", "workers", "data_dir"})
 

@@ -154,19 +154,20 @@ def train_sync(
 
 
 @torch.inference_mode()
-def held_out_figures(expert: SyncExpert, clips: list[ClipWindows], seconds: float = 5.0, seed: int = 0) -> dict:
+def held_out_figures(expert: SyncExpert, clips: list[ClipWindows], seconds: float = 5.0, seed: int = 0, stride: float | None = None) -> dict:
     """How well ``expert`` does on clips it never saw.
 
-    ``offset_correct``: the share of whole ``seconds`` windows (each clip cut into consecutive ones)
-    whose offset search (:func:`~splat_portrait.metrics.sync_expert.expert_sync`) finds 0;
+    ``offset_correct``: the share of whole ``seconds`` windows (starting every ``stride`` seconds,
+    by default back to back) whose offset search (:func:`~splat_portrait.metrics.sync_expert.expert_sync`) finds 0;
     ``pairs_ranked``: the share of (window, shifted window) pairs, 3-15 frames apart, where the true
     audio scores above the shifted one.
     """
     length = round(seconds * layout.FPS)
+    step = round((stride or seconds) * layout.FPS)
     offsets, ranked = [], []
     rng = np.random.default_rng(seed)
     for clip in clips:
-        for start in range(0, len(clip.mouths) - length + 1, length):
+        for start in range(0, len(clip.mouths) - length + 1, step):
             mouths = clip.mouths[start : start + length].float() / 255
             features = clip.features[2 * start : 2 * (start + length)]
             offsets.append(expert_sync_mouths(expert, mouths, features).offset)
