@@ -30,6 +30,7 @@ SOURCES = {
     "default-model": ("default_model.json", "bash scripts/evaluate_default_model.sh"),
     "lipsync": ("lipsync.json", ".venv/bin/python benchmarks/lipsync.py --videos runs/default-model/videos --sync runs/default-model/sync.ckpt --json benchmarks/results/lipsync.json"),
     "sync-expert": ("sync_expert.json", ".venv/bin/python benchmarks/sync_expert.py runs/default-model/sync.ckpt runs/default-model/data --json benchmarks/results/sync_expert.json"),
+    "ablation-mouth": ("ablation_mouth.json", "bash scripts/ablate_mouth_terms.sh"),
     "views": ("views.json", ".venv/bin/python benchmarks/views.py --json benchmarks/results/views.json"),
 }
 
@@ -121,6 +122,16 @@ def lipsync_table() -> str:
     return table(headers, _lipsync_rows(data, "bundled model")) + "\n\n" + provenance(data, "lipsync")
 
 
+def ablation_table() -> str:
+    data = load("ablation-mouth")
+    labels = {"plain-l2": "plain L2 (the paper's objective)", "mouth-weight": "mouth box weighed 10x", "mouth-weight+lip-loss": "mouth box 10x + lip loss"}
+    columns = ("mouth_r", "mouth_amp", "lmd", "psnr", "ssim", "sync_in_sync")
+    rows = [[labels.get(name, name), *(score(row.get(s), s, "n/a") for s in columns)] for name, row in data["rows"].items()]
+    headers = [f"stage II ({data['stage_two_steps']} steps, static frozen), held-out identities", "mouth r ↑", "mouth amp (1 = real)",
+               "LMD ↓", "PSNR ↑", "SSIM ↑", "expert in sync ↑"]  # fmt: skip
+    return table(headers, rows) + "\n\n" + provenance(data, "ablation-mouth")
+
+
 def sync_expert_table() -> str:
     data = load("sync-expert")
     rows = []
@@ -163,6 +174,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "default-model": default_model_table,
     "lipsync": lipsync_table,
     "sync-expert": sync_expert_table,
+    "ablation-mouth": ablation_table,
     "views": views_table,
     "paper-hdtf": paper_table,
 }
