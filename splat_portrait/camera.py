@@ -85,6 +85,15 @@ def pixel_rays(intrinsics: Tensor, height: int, width: int) -> Tensor:
     return torch.stack([x, y, torch.ones_like(x)], -1)
 
 
+def project_points(viewmats: Tensor, points: Tensor, intrinsics: Tensor) -> Tensor:
+    """Points (B, K, 3) seen by cameras ``viewmats`` (B, 4, 4) with normalised intrinsics (B, 4): their
+    image positions (B, K, 2) as shares of the width and height, the inverse of :func:`pixel_rays`."""
+    seen = transform_points(viewmats, points)
+    z = seen[..., 2].clamp_min(1e-6)
+    fx, fy, cx, cy = (t[:, None] for t in intrinsics.unbind(-1))
+    return torch.stack([fx * seen[..., 0] / z + cx, fy * seen[..., 1] / z + cy], -1)
+
+
 def invert_rigid(T: Tensor) -> Tensor:
     """Inverse of rigid transforms (..., 4, 4) using R^T, exact where a general inverse drifts."""
     R, t = T[..., :3, :3], T[..., :3, 3:]

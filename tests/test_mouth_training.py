@@ -12,7 +12,7 @@ from splat_portrait.data.datasets import DynamicDataset
 from splat_portrait.data.synthetic import SynthConfig, synthesize_clip, write_synthetic_dataset
 from splat_portrait.data.synthetic.speech import room_noise
 from splat_portrait.errors import SplatPortraitError
-from splat_portrait.losses.mouth import MOUTH, lip_shape_loss, mouth_weights, points_under, project, weighted_mse
+from splat_portrait.losses.mouth import MOUTH, lip_shape_loss, mouth_weights, points_under, weighted_mse
 from splat_portrait.models import TalkingHead, preset
 from splat_portrait.training import TrainConfig
 from splat_portrait.training.objective import Critics, Objective, lip_term, predict
@@ -64,13 +64,13 @@ def test_weighted_mse_is_plain_mse_with_unit_weights_and_counts_weighted_pixels_
 
 
 def test_splats_on_their_pixel_rays_project_back_onto_their_pixels():
-    """points_under + project at the source camera is the identity on crop coordinates."""
+    """points_under + camera.project_points at the source camera is the identity on crop coordinates."""
     intrinsics = camera.default_intrinsics((1,))
     rays = camera.pixel_rays(intrinsics, SIZE, SIZE)
     # At one depth the splats span a plane, which bilinear interpolation between them stays on.
     means = (rays * 2.7).reshape(1, SIZE * SIZE, 3)
     uv = torch.rand(1, 20, 2) * 0.8 + 0.1
-    seen = project(points_under(means, SIZE, uv), torch.eye(4)[None], intrinsics)
+    seen = camera.project_points(torch.eye(4)[None], points_under(means, SIZE, uv), intrinsics)
     torch.testing.assert_close(seen, uv, atol=1e-5, rtol=0)
     # A pixel centre samples exactly that pixel's splat, whatever the depths.
     means = (rays * (2.5 + torch.rand(1, SIZE, SIZE, 1))).reshape(1, SIZE * SIZE, 3)

@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from splat_portrait import camera
-
 MOUTH = slice(48, 68)
 NOSE_BRIDGE, CHIN = 27, 8
 
@@ -56,14 +54,6 @@ def points_under(means: Tensor, size: int, uv: Tensor) -> Tensor:
     # align_corners=False: -1 and 1 are the crop's outer edges, as crop coordinates 0 and 1 are.
     sampled = F.grid_sample(grid, (uv * 2 - 1)[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
     return sampled[..., 0].transpose(1, 2)
-
-
-def project(points: Tensor, viewmats: Tensor, intrinsics: Tensor) -> Tensor:
-    """View-space points (B, K, 3) seen by cameras ``viewmats`` (B, 4, 4) with normalised intrinsics: crop coordinates (B, K, 2)."""
-    seen = camera.transform_points(viewmats, points)
-    z = seen[..., 2:].clamp_min(1e-6)
-    fx, fy, cx, cy = (t[:, None] for t in intrinsics.unbind(-1))
-    return torch.stack([fx * seen[..., 0] / z[..., 0] + cx, fy * seen[..., 1] / z[..., 0] + cy], -1)
 
 
 def lip_shape_loss(lips: Tensor, target: Tensor, known: Tensor) -> Tensor:

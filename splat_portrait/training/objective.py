@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from splat_portrait import camera
-from splat_portrait.losses import LPIPSLoss, VGGFaceLoss
-from splat_portrait.losses.mouth import MOUTH, lip_shape_loss, mouth_weights, points_under, project, weighted_mse
+from splat_portrait.losses import LPIPSLoss, VGGFaceLoss, mse
+from splat_portrait.losses.mouth import MOUTH, lip_shape_loss, mouth_weights, points_under, weighted_mse
 from splat_portrait.models.talking_head import Encoded, TalkingHead
 from splat_portrait.prior import EDMDenoiser, ffhq_crop, load_denoiser, random_extreme_poses, score_distillation_loss
 from splat_portrait.render import RenderOutput, render
@@ -110,9 +110,10 @@ def reconstruction_terms(renders: Tensor, targets: Tensor, critics: Critics, pix
     flat = renders.flatten(0, 2)
     expected = targets[:, None].expand_as(renders).flatten(0, 2)
     if pixel_weights is None:
-        pixel_weights = torch.ones_like(targets[:, :, :1])
-    weights = pixel_weights[:, None].expand(*renders.shape[:3], *pixel_weights.shape[2:]).flatten(0, 2)
-    terms = {"l2": views * weighted_mse(flat, expected, weights)}
+        l2 = mse(flat, expected)
+    else:
+        l2 = weighted_mse(flat, expected, pixel_weights[:, None].expand(*renders.shape[:3], *pixel_weights.shape[2:]).flatten(0, 2))
+    terms = {"l2": views * l2}
     if critics.lpips is not None:
         terms["lpips"] = views * critics.lpips(flat, expected)
     if critics.vggface is not None:
@@ -143,7 +144,7 @@ def lip_term(prediction: Prediction, batch: dict[str, Any], size: int) -> Tensor
     """The lip-shape loss of the moving splats under the source frame's mouth landmarks, seen from the target camera."""
     lips = points_under(prediction.moving.means, size, batch["landmarks_i"][:, MOUTH])
     viewmats = camera.relative_pose(batch["c2w_i"], batch["c2w_n"])
-    seen = project(lips, viewmats, batch["intrinsics_n"])
+    seen = camera.project_points(viewmats, lips, batch["intrinsics_n"])
     return lip_shape_loss(seen, batch["landmarks_n"], batch["has_landmarks_i"] & batch["has_landmarks_n"])
 
 

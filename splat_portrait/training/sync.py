@@ -13,9 +13,10 @@ minute of video), so steps never wait for JPEG decoding.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,7 +33,6 @@ from splat_portrait.metrics.sync_expert import audio_windows, expert_sync_mouths
 from splat_portrait.models.checkpoint import save_checkpoint
 from splat_portrait.models.sync_expert import SYNC_KINDS, WINDOW_FRAMES, SyncExpert, SyncExpertConfig
 
-log = logging.getLogger(__name__)
 MIN_SHIFT, MAX_SHIFT = 3, 15
 
 
@@ -128,22 +128,24 @@ def train_sync(
     on_step: Callable[[int, float, float], None] | None = None,
 ) -> dict:
     """Train an expert and save it to ``output`` (a checkpoint whose training record names its data)."""
-    clips, spec = load_windows(config.data_dir, "train", expert_config or SyncExpertConfig(), config.resolution, config.include_synthetic)
-    expert_config = expert_config or SyncExpertConfig(feature_dim=spec.dim)
+    chosen = expert_config or SyncExpertConfig()
+    clips, spec = load_windows(config.data_dir, "train", chosen, config.resolution, config.include_synthetic)
+    # The mouth crops do not depend on the feature width, so the default config takes the data's only now.
+    expert_config = expert_config or dataclasses.replace(chosen, feature_dim=spec.dim)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     expert = SyncExpert(expert_config)
     optimizer = torch.optim.AdamW(expert.parameters(), lr=config.lr, weight_decay=1e-4)
     started = time.perf_counter()
-    recent: list[tuple[float, float]] = []
+    recent: deque[tuple[float, float]] = deque(maxlen=50)
     for step in range(1, config.steps + 1):
         loss, accuracy = contrastive_loss(expert, *sample_batch(clips, config, rng), config.temperature)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        recent = (recent + [(loss.item(), accuracy)])[-50:]
+        recent.append((loss.item(), accuracy))
         if on_step:
-            on_step(step, loss.item(), accuracy)
+            on_step(step, *recent[-1])
     record = {
         "config": asdict(config), "feature_spec": spec.to_json(), "clips": [c.id for c in clips],
         "frames": int(sum(len(c.mouths) for c in clips)), "seconds": round(time.perf_counter() - started, 1),
