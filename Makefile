@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_PAIR)
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,web]"
 	@# PlayCanvas' splat-transform validates our .ply files in the tests; optional where npm is missing.
 	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix .tools @playcanvas/splat-transform@3.7.0 \
 		|| echo "note: splat-transform not installed; its .ply test will be skipped"; fi

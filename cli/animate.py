@@ -55,6 +55,7 @@ def animate(
     ply: Optional[Path] = typer.Option(None, "--ply", help="Also write the static head as a 3DGS .ply."),
     ply_frames: Optional[Path] = typer.Option(None, "--ply-frames", help="Also write one .ply per frame into this new folder."),
     depth: Optional[Path] = typer.Option(None, "--depth", help="Also write a colour-mapped depth video (MP4)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write one self-contained .html page: the 3D head talking with the speech, to orbit with the mouse (no server needed)."),
     paste_back: bool = typer.Option(False, "--paste-back", help="Composite the generated head back into the full original picture."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="CSV of jobs (header: image,audio,output) run with one loaded model."),
     overwrite: bool = typer.Option(False, "--overwrite", help="With --batch: replace outputs that already exist (otherwise refused)."),
@@ -72,7 +73,7 @@ def animate(
         raise SplatPortraitError(f"unknown --device {device!r}; choose auto, cpu or cuda")
     if batch is not None:
         extras = [name for name, value in (("IMAGE", image), ("AUDIO", audio), ("--output", output), ("--ply", ply),
-                                           ("--ply-frames", ply_frames), ("--depth", depth)) if value is not None]  # fmt: skip
+                                           ("--ply-frames", ply_frames), ("--depth", depth), ("--html", html)) if value is not None]  # fmt: skip
         if extras:
             raise SplatPortraitError(f"--batch takes its inputs and outputs from the CSV file; leave out {', '.join(extras)}")
     elif image is None or audio is None or output is None:
@@ -87,7 +88,7 @@ def animate(
         task = progress.add_task("animate", total=None)
         result = pipe.save(
             image, audio, output, ply, ply_frames, depth,
-            on_frames=lambda done, total: progress.update(task, completed=done, total=total),
+            on_frames=lambda done, total: progress.update(task, completed=done, total=total), html=html,
         )  # fmt: skip
     if result.dropped_splats:
         log.warning("left %d non-finite splats out of the .ply files", result.dropped_splats)

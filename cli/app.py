@@ -23,6 +23,8 @@ from splat_portrait.cli import doctor
 from splat_portrait.cli import evaluate
 from splat_portrait.cli import export
 from splat_portrait.cli import preprocess
+from splat_portrait.cli import serve
+from splat_portrait.cli import stream
 from splat_portrait.cli import synth
 from splat_portrait.cli import train
 from splat_portrait.cli import train_prior
@@ -104,6 +106,8 @@ COMMANDS = {
     "doctor": doctor.doctor,
     "export": export.export,
     "animate": animate.animate,
+    "stream": stream.stream,
+    "serve": serve.serve,
     "preprocess": preprocess.preprocess,
     "synth": synth.synth,
     "train-prior": train_prior.train_prior,

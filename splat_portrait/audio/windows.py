@@ -16,6 +16,10 @@ VIDEO_FPS = 25
 WINDOW = 16
 NUM_WINDOWS = 8
 _FEATURES_PER_FRAME = FEATURE_RATE_HZ // VIDEO_FPS
+# Features a frame's windows reach past and before its own centre (2n): the last is 2n + 13, the
+# first 2n - 16. The look-ahead is what a live stream must wait for before frame n can be made.
+LOOKAHEAD_FEATURES = (NUM_WINDOWS // 2 - 1) * _FEATURES_PER_FRAME + WINDOW // 2 - 1
+LOOKBACK_FEATURES = NUM_WINDOWS // 2 * _FEATURES_PER_FRAME + WINDOW // 2
 
 
 def window_indices(frames: Tensor, num_features: int) -> Tensor:
@@ -26,6 +30,13 @@ def window_indices(frames: Tensor, num_features: int) -> Tensor:
     offsets = torch.arange(WINDOW, device=frames.device) - WINDOW // 2
     centres = (frames[:, None] + neighbours[None, :]) * _FEATURES_PER_FRAME
     return (centres[..., None] + offsets).clamp(0, num_features - 1)
+
+
+def frames_ready(num_features: int, lookahead: int = LOOKAHEAD_FEATURES) -> int:
+    """How many frames (0, 1, ..) have the features up to ``lookahead`` past their centre among the first ``num_features``."""
+    if num_features < 1:
+        return 0
+    return max(0, (num_features - 1 - lookahead) // _FEATURES_PER_FRAME + 1)
 
 
 def audio_windows(features: Tensor, frames: Tensor | int) -> Tensor:

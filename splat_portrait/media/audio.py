@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import wave
@@ -36,8 +37,20 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
 
 def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write mono float samples in [-1, 1] as a PCM16 WAV file, atomically (values beyond are clipped)."""
+    with atomic_open(path, "wb") as f:
+        _write_wav_to(f, samples, sample_rate)
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Mono float samples as the bytes of a PCM16 WAV file (what a page's <audio> plays)."""
+    buffer = io.BytesIO()
+    _write_wav_to(buffer, samples, sample_rate)
+    return buffer.getvalue()
+
+
+def _write_wav_to(f, samples: np.ndarray, sample_rate: int) -> None:
     pcm = (np.clip(np.asarray(samples, np.float32), -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with atomic_open(path, "wb") as f, wave.open(f, "wb") as wav:
+    with wave.open(f, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(sample_rate)

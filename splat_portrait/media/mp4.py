@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -83,9 +85,12 @@ class Mp4Writer:
         tmp = self._stack.enter_context(atomic_path(self.path))
         self._tmp = tmp
         self._proc = subprocess.Popen(
-            self._command(tmp), stdin=subprocess.PIPE, stderr=subprocess.PIPE, **_die_with_parent_options()
+            self._command(tmp), stdin=subprocess.PIPE, stderr=subprocess.PIPE, **self._popen_options()
         )
         return self
+
+    def _popen_options(self) -> dict:
+        return _die_with_parent_options()
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
@@ -123,3 +128,67 @@ class Mp4Writer:
             self._stack.__exit__(type(failure), failure, None)
             raise failure
         self._stack.__exit__(None, None, None)
+
+
+class LiveVideoWriter(Mp4Writer):
+    """A video whose speech arrives with its frames (a live stream): ``write`` frames, ``write_audio`` samples.
+
+    The file is written progressively (Matroska for ``.mkv``, fragmented MP4 otherwise, x264 without
+    look-ahead), so what is on disk under the temporary name plays up to the last fragment, and it
+    moves to its final name when the stream ends. ffmpeg reads the audio from a second pipe that a
+    thread of ours fills, so neither pipe can block the other.
+    """
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float = 25.0, sample_rate: int = 16000,
+                 crf: int = 18, name: str | os.PathLike | None = None) -> None:  # fmt: skip
+        super().__init__(path, width, height, fps, None, crf, name)
+        self.sample_rate = sample_rate
+        self._audio_queue: queue.Queue[bytes | None] = queue.Queue()
+        self._audio_fds: tuple[int, int] | None = None
+        self._audio_thread: threading.Thread | None = None
+
+    def _command(self, output: Path) -> list[str]:
+        read_fd = self._audio_fds[0]
+        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+        cmd += ["-s", f"{self.width}x{self.height}", "-r", f"{self.fps}", "-i", "-"]
+        cmd += ["-f", "f32le", "-ar", str(self.sample_rate), "-ac", "1", "-i", f"pipe:{read_fd}"]
+        cmd += ["-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+        cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"]
+        cmd += ["-crf", str(self.crf), "-pix_fmt", "yuv420p"]
+        if self.name.suffix.lower() == ".mkv":
+            cmd += ["-f", "matroska"]
+        else:
+            cmd += ["-movflags", "frag_keyframe+empty_moov+default_base_moof", "-f", "mp4"]
+        return cmd + [str(output)]
+
+    def _popen_options(self) -> dict:
+        return {**super()._popen_options(), "pass_fds": (self._audio_fds[0],)}
+
+    def __enter__(self) -> LiveVideoWriter:
+        self._audio_fds = os.pipe()
+        try:
+            super().__enter__()
+        finally:
+            os.close(self._audio_fds[0])
+        self._audio_thread = threading.Thread(target=self._feed_audio, name="live-audio", daemon=True)
+        self._audio_thread.start()
+        return self
+
+    def _feed_audio(self) -> None:
+        with open(self._audio_fds[1], "wb", buffering=0) as pipe:
+            while (data := self._audio_queue.get()) is not None:
+                try:
+                    pipe.write(data)
+                except BrokenPipeError:
+                    return  # ffmpeg died: its exit code and message come out of close
+
+    def write_audio(self, samples: np.ndarray) -> None:
+        """Append (N,) float samples at ``sample_rate``."""
+        self._audio_queue.put(np.ascontiguousarray(samples, np.float32).tobytes())
+
+    def _finish_ffmpeg(self) -> tuple[int, str]:
+        if self._audio_thread is not None:
+            self._audio_queue.put(None)
+            self._audio_thread.join()
+            self._audio_thread = None
+        return super()._finish_ffmpeg()

@@ -25,6 +25,10 @@ from splat_portrait.errors import SplatPortraitError
 from splat_portrait.face.track import track_face
 
 
+# Seconds after which every named trajectory repeats.
+TRAJECTORY_PERIOD_S = 4.0
+
+
 @dataclass(frozen=True)
 class CameraOptions:
     """How the camera moves: a trajectory or a reference video, plus fixed angle offsets in degrees."""
@@ -53,24 +57,41 @@ def ping_pong(num_source: int, num_frames: int) -> np.ndarray:
     return np.where(phase < num_source, phase, period - phase)
 
 
-def reference_poses(video: str | os.PathLike, num_frames: int) -> Tensor:
-    """Camera-to-world matrices (num_frames, 4, 4) of the head in ``video`` at 25 fps."""
+def reference_track(video: str | os.PathLike) -> Tensor:
+    """Camera-to-world matrices (T, 4, 4) of the head in every frame of ``video`` at 25 fps."""
     track = track_face(video)
     if track is None:
         raise SplatPortraitError(f"no face found in {video}; --pose-from needs a video of a face")
-    c2w = torch.from_numpy(track.c2w).float()
+    return torch.from_numpy(track.c2w).float()
+
+
+def reference_poses(video: str | os.PathLike | Tensor, num_frames: int) -> Tensor:
+    """Camera-to-world matrices (num_frames, 4, 4) of the head in ``video`` (or its track) played forwards and backwards."""
+    c2w = video if torch.is_tensor(video) else reference_track(video)
     return c2w[torch.from_numpy(ping_pong(len(c2w), num_frames))]
 
 
-def camera_path(options: CameraOptions, source_c2w: Tensor, num_frames: int) -> Tensor:
-    """Camera-to-world matrices (num_frames, 4, 4) to render the frames from."""
+def camera_path(options: CameraOptions, source_c2w: Tensor, num_frames: int, track: Tensor | None = None) -> Tensor:
+    """Camera-to-world matrices (num_frames, 4, 4) to render the frames from (``track``: the --pose-from video's, if read already)."""
     if options.pose_from is not None:
-        path = reference_poses(options.pose_from, num_frames)
+        path = reference_poses(track if track is not None else options.pose_from, num_frames)
     else:
-        path = camera.trajectory(options.trajectory, source_c2w, num_frames)
+        path = camera.trajectory(options.trajectory, source_c2w, num_frames, period_s=TRAJECTORY_PERIOD_S)
     if options.yaw_deg or options.pitch_deg:
         path = camera.orbit_around(path, math.radians(options.yaw_deg), math.radians(options.pitch_deg))
     return path
+
+
+def camera_loop(options: CameraOptions, source_c2w: Tensor, fps: int) -> Tensor:
+    """One period (P, 4, 4) of the camera path: frame ``n`` of any length of speech is seen from entry ``n % P``.
+
+    Every path repeats (trajectories every ``TRAJECTORY_PERIOD_S``, a reference video forwards and
+    back), so a live stream of unknown length gets the cameras ``camera_path`` gives a file.
+    """
+    if options.pose_from is None:
+        return camera_path(options, source_c2w, round(fps * TRAJECTORY_PERIOD_S))
+    track = reference_track(options.pose_from)
+    return camera_path(options, source_c2w, max(1, 2 * (len(track) - 1)), track)
 
 
 def view_matrices(source_c2w: Tensor, path: Tensor) -> Tensor:

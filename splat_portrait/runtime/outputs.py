@@ -37,6 +37,7 @@ class OutputPaths:
     ply: Path | None = None
     ply_frames: Path | None = None
     depth: Path | None = None
+    html: Path | None = None  # the self-contained browser page (splat_portrait.web.html)
 
     def named(self) -> list[Path]:
         return [Path(p) for p in (getattr(self, f.name) for f in fields(self)) if p is not None]
@@ -130,6 +131,12 @@ def splats_in_world(splats: Splats, c2w: Tensor) -> Splats:
     xyzw = Rotation.from_matrix(c2w[:3, :3].double().cpu().numpy()).as_quat()
     turn = torch.from_numpy(np.roll(xyzw, 1))  # wxyz
     return replace(splats, means=transform_points(c2w, splats.means), quats=_quat_multiply(turn.to(splats.quats), splats.quats))
+
+
+def world_offsets(means: Tensor, static_means: Tensor, c2w: Tensor) -> np.ndarray:
+    """(B, N, 3) speech-moved means minus the static head's (N, 3), both in view space, turned into world space."""
+    moved = (means - static_means).to("cpu", torch.float32)
+    return (moved @ c2w[:3, :3].T.to(moved)).numpy()
 
 
 def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ from torch import Tensor
 from splat_portrait import camera
 from splat_portrait.audio.features import FeatureExtractor, extractor_for
 from splat_portrait.audio.windows import audio_windows
-from splat_portrait.media.audio import write_wav
+from splat_portrait.media.audio import wav_bytes, write_wav
 from splat_portrait.media.mp4 import Mp4Writer
 from splat_portrait.models import Encoded, to_splats
 from splat_portrait.render import MAX_SIZE, RenderOutput, render
@@ -43,13 +43,15 @@ from splat_portrait.runtime.compose import DepthColors, PasteBack, to_uint8
 from splat_portrait.runtime.engines import Engine
 from splat_portrait.runtime.inputs import Portrait, load_portrait, load_speech
 from splat_portrait.runtime.model_dir import ModelCard
-from splat_portrait.runtime.outputs import OutputPaths, staged, write_world_ply
+from splat_portrait.runtime.outputs import OutputPaths, splats_in_world, staged, world_offsets, write_world_ply
 from splat_portrait.splats import Splats
+from splat_portrait.web.html import standalone_page
+from splat_portrait.web.payload import encode_frame, encode_head, head_meta
 
 # Pixels rendered per call: large outputs render in smaller chunks so memory stays that of 16 frames at 512².
 CHUNK_PIXELS = 16 * 512 * 512
 
-STAGES = ("image", "audio", "features", "camera", "generator", "audio decoder", "render", "encode", "ply")
+STAGES = ("image", "audio", "features", "camera", "generator", "audio decoder", "render", "encode", "ply", "html")
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ class Animator:
             if isinstance(audio, np.ndarray):  # ffmpeg muxes the speech from a file
                 audio = Path(tmp) / "speech.wav"
                 write_wav(audio, samples)
-            dropped = self._write(job, Path(audio), outputs, timer, on_frames)
+            dropped = self._write(job, Path(audio), samples, outputs, timer, on_frames)
         total = time.perf_counter() - started
         seconds = {s: timer.seconds[s] for s in STAGES if s in timer.seconds}
         return AnimateResult(outputs, job.num_frames, len(samples) / self.card.sample_rate, seconds, total, dropped)
@@ -214,31 +216,41 @@ class Animator:
     def chunks(self, job: Prepared, timer: StageTimer | None = None) -> Iterator[Chunk]:
         """The job's frames, ``chunk_frames`` at a time: audio decoder -> splats -> one render call each."""
         timer = timer or StageTimer()
-        device, size = self.engine.device, self.size
-        Ks = camera.intrinsics_to_K(job.intrinsics, size, size).to(device)
-        background = _resize(job.encoded.background, size).permute(0, 2, 3, 1).to(device)
+        device = self.engine.device
+        Ks = camera.intrinsics_to_K(job.intrinsics, self.size, self.size).to(device)
+        background = self.background(job.encoded)
         for start in range(0, job.num_frames, self.chunk_frames):
             index = torch.arange(start, min(start + self.chunk_frames, job.num_frames))
-            with timer("audio decoder"):
-                offsets = chunk_offsets(self.engine, job.encoded, job.features, index, self.card.fps)
-            with self._render_threads(), timer("render"):
-                frames = index.to(device)
-                splats, out = render_chunk(job.encoded, offsets, job.viewmats[frames], Ks[frames], size, background,
-                                           self.options.render_backend)  # fmt: skip
-            yield Chunk(index, splats, out, background)
+            frames = index.to(device)
+            yield self.frames(job.encoded, index, audio_windows(job.features, index), job.viewmats[frames], Ks[frames], background, timer)
+
+    def frames(self, encoded: Encoded, index: Tensor, windows: Tensor, viewmats: Tensor, Ks: Tensor, background: Tensor,
+               timer: StageTimer) -> Chunk:  # fmt: skip
+        """Frames ``index`` (B,) hearing audio ``windows`` (B, 8, 16, D), seen from ``viewmats``/``Ks``: decoder -> splats -> render."""
+        with timer("audio decoder"):
+            offsets = self.engine.dynamic_offsets(encoded, windows, index.float() / self.card.fps)
+        with self._render_threads(), timer("render"):
+            splats, out = render_chunk(encoded, offsets, viewmats, Ks, self.size, background, self.options.render_backend)
+        return Chunk(index, splats, out, background)
+
+    def background(self, encoded: Encoded) -> Tensor:
+        """The generator's background at the output size, (1, S, S, 3) on the engine's device."""
+        return _resize(encoded.background, self.size).permute(0, 2, 3, 1).to(self.engine.device)
 
     def _render_threads(self) -> contextlib.AbstractContextManager:
         if self.engine.device.type != "cpu":
             return contextlib.nullcontext()
         return _torch_threads(self.options.render_threads)
 
-    def _write(self, job: Prepared, audio: Path, outputs: OutputPaths, timer: StageTimer,
+    def _write(self, job: Prepared, audio: Path, samples: np.ndarray, outputs: OutputPaths, timer: StageTimer,
                on_frames: Callable[[int, int], None] | None) -> int:  # fmt: skip
         size, portrait = self.size, job.portrait
         paste = PasteBack(portrait.image, portrait.box) if self.options.paste_back else None
         width, height = paste.size if paste else (size, size)
         depth_colors: DepthColors | None = None
         dropped = 0
+        static = to_splats(job.encoded.attributes, job.encoded.intrinsics)
+        page = PageRecorder(static, portrait.c2w, self.card, size) if outputs.html else None
         with staged(outputs) as tmp, contextlib.ExitStack() as writers:
             video = writers.enter_context(Mp4Writer(tmp.video, width, height, self.card.fps, audio=audio, name=outputs.video))
             depth = (writers.enter_context(Mp4Writer(tmp.depth, size, size, self.card.fps, audio=audio, name=outputs.depth))
@@ -257,19 +269,39 @@ class Animator:
                         with timer("ply"):
                             for i, n in enumerate(chunk.index.tolist()):
                                 dropped += write_world_ply(chunk.splats[i], portrait.c2w, tmp.ply_frames / f"frame_{n:06d}.ply")
+                    if page is not None:
+                        with timer("html"):
+                            page.add(chunk)
                 if on_frames:
                     on_frames(int(chunk.index[-1]) + 1, job.num_frames)
             with timer("encode"):
                 writers.close()  # ffmpeg finishes the files here
             if tmp.ply is not None:
                 with timer("ply"):
-                    dropped += write_world_ply(to_splats(job.encoded.attributes, job.encoded.intrinsics)[0], portrait.c2w, tmp.ply)
+                    dropped += write_world_ply(static[0], portrait.c2w, tmp.ply)
+            if page is not None:
+                with timer("html"):
+                    page.write(tmp.html, outputs.html.stem, samples)
         return dropped
 
 
-def chunk_offsets(engine: Engine, encoded: Encoded, features: Tensor, index: Tensor, fps: int) -> Tensor:
-    """Dynamic offsets (B, 3, S, S) of frames ``index`` (B,): frame ``n`` hears the audio around ``n / fps`` s, with ``ΔT = n / fps``."""
-    return engine.dynamic_offsets(encoded, audio_windows(features, index), index.float() / fps)
+class PageRecorder:
+    """Collects every frame's offsets for ``animate --html`` and writes the self-contained page."""
+
+    def __init__(self, static: Splats, c2w: Tensor, card: ModelCard, size: int) -> None:
+        self.static, self.c2w, self.card = static, c2w, card
+        self.head = encode_head(splats_in_world(static[0], c2w), c2w[:3, 3], card.camera_intrinsics[0] * size)
+        self.meta = head_meta(self.head, card.fps, None, card.camera_intrinsics[0], c2w, size)
+        self.frames: list[bytes] = []
+
+    def add(self, chunk: Chunk) -> None:
+        offsets = world_offsets(chunk.splats.means, self.static.means, self.c2w)
+        self.frames += [encode_frame(n, offsets[i], self.head.keep) for i, n in enumerate(chunk.index.tolist())]
+
+    def write(self, path: Path, title: str, samples: np.ndarray) -> None:
+        page = standalone_page(title, {**self.meta, "frames": len(self.frames)}, self.head, self.frames,
+                               wav_bytes(samples, self.card.sample_rate))  # fmt: skip
+        path.write_text(page, encoding="utf-8")
 
 
 def render_chunk(

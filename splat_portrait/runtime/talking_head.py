@@ -113,9 +113,10 @@ class TalkingHeadPipeline:
 
     def save(self, image: Any, audio: Any, video: str | os.PathLike, ply: str | os.PathLike | None = None,
              ply_frames: str | os.PathLike | None = None, depth: str | os.PathLike | None = None,
-             on_frames: Callable[[int, int], None] | None = None, **camera: Any) -> AnimateResult:  # fmt: skip
-        """Animate into files (MP4 with the speech, optional .ply, per-frame .ply folder, depth video), streamed in bounded memory."""
-        paths = OutputPaths(*(Path(p) if p is not None else None for p in (video, ply, ply_frames, depth)))
+             on_frames: Callable[[int, int], None] | None = None, html: str | os.PathLike | None = None,
+             **camera: Any) -> AnimateResult:  # fmt: skip
+        """Animate into files (MP4 with the speech, optional .ply, per-frame .ply folder, depth video, browser page), streamed in bounded memory."""
+        paths = OutputPaths(*(Path(p) if p is not None else None for p in (video, ply, ply_frames, depth, html)))
         return self.animator(**camera).animate(image, audio, paths, on_frames)
 
     def reenact(self, source: Tensor, source_c2w: Tensor, source_intrinsics: Tensor, features: Tensor, c2w: Tensor,
