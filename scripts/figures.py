@@ -32,6 +32,7 @@ SOURCES = {
     "sync-expert": ("sync_expert.json", ".venv/bin/python benchmarks/sync_expert.py runs/default-model/sync.ckpt runs/default-model/data --json benchmarks/results/sync_expert.json"),
     "ablation-mouth": ("ablation_mouth.json", "bash scripts/ablate_mouth_terms.sh"),
     "views": ("views.json", ".venv/bin/python benchmarks/views.py --json benchmarks/results/views.json"),
+    "stream": ("stream.json", ".venv/bin/python benchmarks/stream.py --json benchmarks/results/stream.json"),
 }
 
 
@@ -74,6 +75,16 @@ def animate_table() -> str:
     rows = [[r["preset"], f"{r['size']}²", r["engine"], f"{r['frames']}", f"{r['total']:.1f}", f"{r['fps']:.1f}"] for r in data["rows"]]
     headers = ["preset (untrained)", "size", "engine", "frames", "seconds end to end", "frames/s"]
     return table(headers, rows) + "\n\n" + provenance(data, "animate")
+
+
+def stream_table() -> str:
+    data = load("stream")
+    headers = ["speech", "size", "latency after the audio a frame needs: median / p95 / max ms", "+ look-ahead ms",
+               "sustained frames/s", "file: video / audio end vs speech (frames)"]  # fmt: skip
+    rows = [[f"{r['seconds']:.0f} s", f"{r['size']}²", f"{r['median_ms']:.0f} / {r['p95_ms']:.0f} / {r['max_ms']:.0f}",
+             f"{r['lookahead_ms']:.0f}", f"{r['fps']:.1f}", f"{r['skew_frames']:+.2f} / {r['audio_skew_frames']:+.2f}"]
+            for r in data["rows"]]  # fmt: skip
+    return table(headers, rows) + "\n\n" + provenance(data, "stream")
 
 
 def learn_table() -> str:
@@ -170,6 +181,7 @@ def paper_table() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "render": render_table,
     "animate": animate_table,
+    "stream": stream_table,
     "learn-synthetic": learn_table,
     "default-model": default_model_table,
     "lipsync": lipsync_table,

@@ -6,6 +6,7 @@ Both take and return torch tensors with the shapes of :class:`~splat_portrait.mo
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import numpy as np
@@ -46,9 +47,12 @@ class OnnxEngine:
         self.precision = "fp16" if use_fp16 else "fp32"
         self.name = f"onnxruntime {self.precision} ({self.device.type})"
         self._sessions = {}
-        for name in (GENERATOR, AUDIO_DECODER):
+        # On a CPU the audio decoder runs beside the renderer's thread (Animator.render_batches):
+        # it gets the other cores, so the two do not fight over them.
+        decoder_threads = None if on_cuda else max(1, (os.cpu_count() or 2) - 1)
+        for name, threads in ((GENERATOR, None), (AUDIO_DECODER, decoder_threads)):
             info = model.card.graphs[name + suffix]
-            self._sessions[name] = create_session(model.root / info.file, self.providers, info.inputs, info.outputs)
+            self._sessions[name] = create_session(model.root / info.file, self.providers, info.inputs, info.outputs, threads)
         self._feature_names = model.card.feature_names
         # The OrtValues of the last portrait's features, and that portrait's Encoded.
         self._features_np: list[np.ndarray] = []

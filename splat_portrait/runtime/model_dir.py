@@ -240,11 +240,14 @@ def execution_providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def create_session(path: Path, providers: list[str], expected_inputs: list[str], expected_outputs: list[str]):
-    """An ONNX Runtime session for ``path``, checked to have the inputs and outputs the card lists."""
+def create_session(path: Path, providers: list[str], expected_inputs: list[str], expected_outputs: list[str],
+                   threads: int | None = None):  # fmt: skip
+    """An ONNX Runtime session for ``path``, checked to have the inputs and outputs the card lists (``threads``: intra-op, None: ORT's choice)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # ORT's worker threads otherwise spin after each call, stealing the cores the renderer needs next.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

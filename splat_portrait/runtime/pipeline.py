@@ -16,6 +16,7 @@ portrait stands for the moment the speech starts, like the source frame in train
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import math
@@ -24,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -107,6 +108,16 @@ class Prepared:
     @property
     def num_frames(self) -> int:
         return len(self.viewmats)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Frames to make together: their indices (B,), audio windows (B, 8, 16, D) and cameras (B, 4, 4) / (B, 3, 3)."""
+
+    index: Tensor
+    windows: Tensor
+    viewmats: Tensor
+    Ks: Tensor
 
 
 @dataclass(frozen=True)
@@ -215,23 +226,47 @@ class Animator:
     @torch.inference_mode()
     def chunks(self, job: Prepared, timer: StageTimer | None = None) -> Iterator[Chunk]:
         """The job's frames, ``chunk_frames`` at a time: audio decoder -> splats -> one render call each."""
-        timer = timer or StageTimer()
         device = self.engine.device
         Ks = camera.intrinsics_to_K(job.intrinsics, self.size, self.size).to(device)
-        background = self.background(job.encoded)
-        for start in range(0, job.num_frames, self.chunk_frames):
-            index = torch.arange(start, min(start + self.chunk_frames, job.num_frames))
-            frames = index.to(device)
-            yield self.frames(job.encoded, index, audio_windows(job.features, index), job.viewmats[frames], Ks[frames], background, timer)
 
-    def frames(self, encoded: Encoded, index: Tensor, windows: Tensor, viewmats: Tensor, Ks: Tensor, background: Tensor,
-               timer: StageTimer) -> Chunk:  # fmt: skip
-        """Frames ``index`` (B,) hearing audio ``windows`` (B, 8, 16, D), seen from ``viewmats``/``Ks``: decoder -> splats -> render."""
-        with timer("audio decoder"):
-            offsets = self.engine.dynamic_offsets(encoded, windows, index.float() / self.card.fps)
-        with self._render_threads(), timer("render"):
-            splats, out = render_chunk(encoded, offsets, viewmats, Ks, self.size, background, self.options.render_backend)
-        return Chunk(index, splats, out, background)
+        def batches() -> Iterator[Batch]:
+            for start in range(0, job.num_frames, self.chunk_frames):
+                index = torch.arange(start, min(start + self.chunk_frames, job.num_frames))
+                frames = index.to(device)
+                yield Batch(index, audio_windows(job.features, index), job.viewmats[frames], Ks[frames])
+
+        yield from self.render_batches(job.encoded, batches(), self.background(job.encoded), timer or StageTimer())
+
+    def render_batches(self, encoded: Encoded, batches: Iterable[Batch], background: Tensor, timer: StageTimer) -> Iterator[Chunk]:
+        """Each batch of frames through the audio decoder, then splats and one render call.
+
+        On a CPU the decoder runs one batch ahead in a second thread while the current batch
+        renders: ONNX Runtime and the renderer's kernels both release the GIL, so on two cores the
+        two stages overlap instead of taking turns (the decoder's seconds then overlap the render's).
+        """
+
+        def decode(batch: Batch) -> Tensor:
+            with torch.inference_mode(), timer("audio decoder"):
+                return self.engine.dynamic_offsets(encoded, batch.windows, batch.index.float() / self.card.fps)
+
+        def draw(batch: Batch, offsets: Tensor) -> Chunk:
+            with self._render_threads(), timer("render"):
+                splats, out = render_chunk(encoded, offsets, batch.viewmats, batch.Ks, self.size, background, self.options.render_backend)
+            return Chunk(batch.index, splats, out, background)
+
+        if self.engine.device.type != "cpu":
+            for batch in batches:
+                yield draw(batch, decode(batch))
+            return
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audio-decoder") as ahead:
+            pending: tuple[Batch, concurrent.futures.Future] | None = None
+            for batch in batches:
+                future = ahead.submit(decode, batch)
+                if pending is not None:
+                    yield draw(pending[0], pending[1].result())
+                pending = (batch, future)
+            if pending is not None:
+                yield draw(pending[0], pending[1].result())
 
     def background(self, encoded: Encoded) -> Tensor:
         """The generator's background at the output size, (1, S, S, 3) on the engine's device."""

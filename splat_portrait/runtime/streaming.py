@@ -30,7 +30,7 @@ from splat_portrait.runtime.cameras import camera_loop, view_matrices
 from splat_portrait.runtime.compose import to_uint8
 from splat_portrait.runtime.inputs import Portrait
 from splat_portrait.runtime.outputs import splats_in_world, world_offsets
-from splat_portrait.runtime.pipeline import Animator, StageTimer
+from splat_portrait.runtime.pipeline import Animator, Batch, StageTimer
 from splat_portrait.models import to_splats
 from splat_portrait.splats import Splats
 
@@ -90,16 +90,16 @@ class LiveHead:
         yield from self._make(self._features.frames_available(self.animator.num_frames(self.samples)))
 
     def _make(self, available: int) -> Iterator[LiveFrame]:
-        batch = self.animator.chunk_frames
+        batches = []
         while self.frames_done < available:
-            index, windows = self._features.take(min(batch, available - self.frames_done))
+            index, windows = self._features.take(min(self.animator.chunk_frames, available - self.frames_done))
             views = self._viewmats[(index % len(self._viewmats)).to(self._viewmats.device)]
-            chunk = self.animator.frames(self.encoded, index, windows, views, self._K.expand(len(index), -1, -1),
-                                         self._background, self.timer)  # fmt: skip
+            batches.append(Batch(index, windows, views, self._K.expand(len(index), -1, -1)))
+        for chunk in self.animator.render_batches(self.encoded, batches, self._background, self.timer):
             with self.timer("encode"):
                 rgb = to_uint8(chunk.render.rgb)
-                offsets = world_offsets(chunk.splats.means, self._static_means, self.portrait.c2w) if self.with_offsets else [None] * len(index)
-            for i, n in enumerate(index.tolist()):
+                offsets = world_offsets(chunk.splats.means, self._static_means, self.portrait.c2w) if self.with_offsets else [None] * len(rgb)
+            for i, n in enumerate(chunk.index.tolist()):
                 yield LiveFrame(n, rgb[i], offsets[i])
 
 
