@@ -250,3 +250,31 @@ def test_stream_command_errors_are_one_line(tmp_path):
     assert done.returncode == 1 and "live streaming reads 16000 Hz" in done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
     assert not (tmp_path / "x.mkv").exists()
+
+
+def test_a_growing_file_is_read_as_it_grows_until_it_stops_growing(tmp_path):
+    import threading
+    import time
+
+    from splat_portrait.media.live_audio import file_chunks
+
+    samples = np.round(np.sin(np.arange(16000) / 5) * 0.3 * 32767) / 32767
+    blob = wav_stream(samples)
+    path = tmp_path / "growing.wav"
+    path.write_bytes(blob[:2000])
+
+    def keep_writing():
+        with open(path, "ab") as f:
+            for start in range(2000, len(blob), 4000):
+                time.sleep(0.1)
+                f.write(blob[start : start + 4000])
+                f.flush()
+
+    writer = threading.Thread(target=keep_writing)
+    started = time.perf_counter()
+    writer.start()
+    got = np.concatenate(list(file_chunks(path, idle_seconds=0.5)))
+    writer.join()
+    # Everything written arrived, and reading ended about idle_seconds after the last write.
+    np.testing.assert_allclose(got, samples, atol=1e-4)
+    assert time.perf_counter() - started >= 0.8
