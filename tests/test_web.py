@@ -218,7 +218,9 @@ def browser():
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (Debian: apt install chromium)")
     with playwright.sync_playwright() as p:
-        args = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox", "--autoplay-policy=no-user-gesture-required"]
+        args = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox", "--autoplay-policy=no-user-gesture-required",
+                # A microphone that plays a test tone, granted without asking.
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # fmt: skip
         instance = p.chromium.launch(executable_path=CHROMIUM, args=args)
         yield instance
         instance.close()
@@ -279,6 +281,22 @@ def test_the_served_page_talks_orbits_and_reports_bad_uploads(server, browser):
     check_talking_and_turning(page)
     assert page.inner_text("#error") == ""
     assert errors == []
+    page.close()
+
+
+@needs_browser
+def test_the_served_page_streams_the_microphone(server, browser):
+    page = browser.new_page(viewport={"width": 700, "height": 800})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server)
+    page.set_input_files("#image", str(PORTRAIT))
+    page.click("#mic")
+    # Frames come back while the (fake) microphone plays: each as soon as its windows are complete.
+    page.wait_for_function("window.splatViewer && window.splatViewer.shown >= 10", timeout=60000)
+    assert page.inner_text("#status").startswith("live: frame ")
+    assert canvas_image(page).std() > 20
+    assert errors == [] and page.inner_text("#error") == ""
     page.close()
 
 
