@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_PAIR)
 	$(PIP) install -q -e ".[test,web]"
+	@# Build the C++ CPU rasteriser now (about 30 s once) rather than in the first render; a machine
+	@# without a compiler renders with the torch backend instead.
+	$(PY) -c "from splat_portrait.render.cpu_backend import cpu_status; print('renderer:', cpu_status()[1])"
 	@# PlayCanvas' splat-transform validates our .ply files in the tests; optional where npm is missing.
 	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix .tools @playcanvas/splat-transform@3.7.0 \
 		|| echo "note: splat-transform not installed; its .ply test will be skipped"; fi

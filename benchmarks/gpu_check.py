@@ -270,7 +270,7 @@ def step_train_default(ctx: Context) -> None:
 
 STEPS = (
     Step("install", 60, step_install),
-    Step("environment", 20, step_environment),
+    Step("environment", 90, step_environment),  # doctor builds our C++ CPU rasteriser (about 30 s on 2 cores)
     Step("gsplat-jit", 200, step_gsplat_jit),
     Step("gpu-tests", 50, step_gpu_tests),
     Step("render-bench", 35, step_render_bench),

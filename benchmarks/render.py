@@ -30,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from splat_portrait import camera  # noqa: E402
 from splat_portrait.environment import run_record  # noqa: E402
 from splat_portrait.render import gsplat_status, render  # noqa: E402
+from splat_portrait.render.cpu_backend import cpu_status  # noqa: E402
 from splat_portrait.splats import Splats  # noqa: E402
 
-TARGETS = {"forward_s": 0.2, "forward_backward_s": 0.6, "peak_mb": 2048}  # CPU torch backend, 256x256
+# CPU, 256x256 (issue 16: headroom for live streaming on 2 cores).
+TARGETS = {"forward_s": 0.04, "forward_backward_s": 0.12, "peak_mb": 2048}
 
 
 def portrait_scene(resolution: int = 256, seed: int = 0) -> Splats:
@@ -168,6 +170,11 @@ def main() -> None:
     args = parser.parse_args()
 
     cases = [("torch", torch.device("cpu"))]
+    cpu_usable, cpu_detail = cpu_status()
+    if cpu_usable:
+        cases.insert(0, ("cpu", torch.device("cpu")))
+    else:
+        print(f"the C++ rasteriser is unavailable: {cpu_detail}")
     usable, detail = gsplat_status()
     if torch.cuda.is_available():
         cases.append(("torch", torch.device("cuda")))
@@ -180,11 +187,11 @@ def main() -> None:
         record = {"benchmark": "render", "resolution": args.resolution, "repeats": args.repeats, "record": run_record(), "rows": rows}
         args.json.write_text(json.dumps(record, indent=1, default=str))
 
-    cpu = rows[0]
+    cpu = rows[0]  # the backend "auto" renders CPU tensors with
     if args.resolution == 256:
         verdicts = [f"{key} {cpu[key]:.3g} (target <= {limit})" + ("" if cpu[key] <= limit else "  MISSED")
                     for key, limit in TARGETS.items()]  # fmt: skip
-        print("CPU torch targets: " + "; ".join(verdicts))
+        print(f"CPU targets ({cpu['backend']} backend): " + "; ".join(verdicts))
 
 
 if __name__ == "__main__":

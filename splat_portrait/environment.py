@@ -34,6 +34,13 @@ def _gsplat_check() -> Check:
     return Check("gsplat", ok, detail)
 
 
+def _cpu_rasterizer_check() -> Check:
+    from splat_portrait.render.cpu_backend import cpu_status
+
+    ok, detail = cpu_status()
+    return Check("C++ rasteriser", ok, detail + ("" if ok else "; the torch renderer is used"))
+
+
 def _onnxruntime_check() -> Check:
     try:
         import onnxruntime as ort
@@ -83,7 +90,8 @@ def environment_report() -> list[Check]:
 
     checks = [Check("splat-portrait", True, f"{__version__} (Python {platform.python_version()})")]
     for name, run in (
-        ("torch", _torch_checks), ("gsplat", _gsplat_check), ("onnxruntime", _onnxruntime_check),
+        ("torch", _torch_checks), ("gsplat", _gsplat_check), ("C++ rasteriser", _cpu_rasterizer_check),
+        ("onnxruntime", _onnxruntime_check),
         ("dlib", _dlib_checks), ("ffmpeg", _ffmpeg_check),
     ):  # fmt: skip
         checks += _checked(name, run)

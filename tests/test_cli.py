@@ -26,6 +26,6 @@ def test_help_lists_the_commands():
 def test_doctor_reports_every_component():
     result = runner.invoke(app, ["doctor"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    for component in ("splat-portrait", "torch", "CUDA", "gsplat", "onnxruntime", "ffmpeg"):
+    for component in ("splat-portrait", "torch", "CUDA", "gsplat", "C++ rasteriser", "onnxruntime", "ffmpeg"):
         assert re.search(rf"│ {re.escape(component)} +│", result.output), component
     assert re.search(r"│ onnxruntime +│ ok +│ .*CPUExecutionProvider", result.output)

@@ -16,6 +16,7 @@ import torch
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.render import RenderOutput, gsplat_status, render, resolve_backend
 from splat_portrait.render.api import _auto_backend
+from splat_portrait.render.cpu_backend import cpu_status
 from splat_portrait.splats import Splats
 
 F64 = torch.float64
@@ -446,9 +447,11 @@ def test_shape_and_argument_validation():
 def test_backend_resolution_and_status(caplog):
     assert resolve_backend("torch", "cpu") == "torch"
     _auto_backend.cache_clear()
+    # CPU tensors: our C++ rasteriser where it builds, else the torch one.
+    expected = "cpu" if cpu_status()[0] else "torch"
     with caplog.at_level(logging.INFO, logger="splat_portrait.render.api"):
-        assert resolve_backend("auto", "cpu") == "torch"
-        assert resolve_backend("auto", torch.device("cpu")) == "torch"
+        assert resolve_backend("auto", "cpu") == expected
+        assert resolve_backend("auto", torch.device("cpu")) == expected
     assert len([r for r in caplog.records if "backend" in r.getMessage()]) == 1  # logged once
     usable, detail = gsplat_status()
     assert isinstance(usable, bool) and isinstance(detail, str) and detail

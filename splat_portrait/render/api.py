@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 
 from splat_portrait.errors import SplatPortraitError
+from splat_portrait.render.cpu_backend import cpu_status
+from splat_portrait.render.cpu_backend import rasterize as rasterize_cpu
 from splat_portrait.render.gsplat_backend import gsplat_status, render_gsplat
 from splat_portrait.render.projection import project
 from splat_portrait.render.torch_backend import rasterize
@@ -17,7 +19,7 @@ from splat_portrait.splats import Splats
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "gsplat")
+BACKENDS = ("auto", "cpu", "torch", "gsplat")
 # Largest image side callers should ask for: a 2048² frame already takes the torch renderer ~1 GB, and
 # the bound keeps a typo such as --size 60000 (a 43 GB allocation) from exhausting the machine.
 MAX_SIZE = 2048
@@ -31,16 +33,24 @@ class RenderOutput:
 
 
 def resolve_backend(backend: str = "auto", device: torch.device | str | None = None) -> str:
-    """The backend that renders tensors on ``device``: ``"torch"`` or ``"gsplat"``.
+    """The backend that renders tensors on ``device``: ``"cpu"``, ``"torch"`` or ``"gsplat"``.
 
-    ``"auto"`` picks gsplat for CUDA tensors when its kernels load, else torch. Asking for
-    ``"gsplat"`` where it cannot run raises :class:`SplatPortraitError`.
+    ``"auto"`` picks gsplat for CUDA tensors when its kernels load, our C++ rasteriser for CPU
+    tensors when it builds, else torch. Asking for ``"gsplat"`` or ``"cpu"`` where it cannot run
+    raises :class:`SplatPortraitError`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     device_type = torch.device(device if device is not None else "cpu").type
     if backend == "torch":
         return "torch"
+    if backend == "cpu":
+        if device_type != "cpu":
+            raise SplatPortraitError(f"render backend 'cpu' needs CPU tensors, got {device_type} ones; use backend 'auto'")
+        usable, detail = cpu_status()
+        if not usable:
+            raise SplatPortraitError(f"render backend 'cpu' is unusable: {detail}; use backend 'torch' or 'auto'")
+        return "cpu"
     if backend == "gsplat":
         if not torch.cuda.is_available():
             raise SplatPortraitError(
@@ -64,6 +74,9 @@ def _auto_backend(device_type: str) -> str:
     if device_type == "cuda":
         usable, detail = gsplat_status()
         choice = "gsplat" if usable else "torch"
+    elif device_type == "cpu":
+        usable, detail = cpu_status()
+        choice = "cpu" if usable else "torch"
     else:
         choice, detail = "torch", f"tensors on {device_type}"
     log.info("rendering %s tensors with the %s backend (%s)", device_type, choice, detail)
@@ -91,15 +104,16 @@ def render(
     viewmats, Ks = viewmats.to(splats.means), Ks.to(splats.means)
 
     choice = resolve_backend(backend, splats.device)
-    if choice == "gsplat" and splats.dtype != torch.float32:
-        if backend == "gsplat":
-            raise ValueError(f"render backend 'gsplat' needs float32 splats, got {splats.dtype}")
+    if choice in ("gsplat", "cpu") and splats.dtype != torch.float32:
+        if backend == choice:
+            raise ValueError(f"render backend {choice!r} needs float32 splats, got {splats.dtype}")
         choice = "torch"
 
     if choice == "gsplat":
         rgb, alpha, depth = render_gsplat(splats, viewmats, Ks, width, height, near_plane, far_plane)
     else:
-        rgb, alpha, depth = _render_torch(splats, viewmats, Ks, width, height, near_plane, far_plane)
+        composite = rasterize_cpu if choice == "cpu" else rasterize
+        rgb, alpha, depth = _render_ours(splats, viewmats, Ks, width, height, near_plane, far_plane, composite)
 
     if background is not None:
         background = background.to(rgb)
@@ -109,15 +123,16 @@ def render(
     return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
 
 
-def _render_torch(
-    splats: Splats, viewmats: Tensor, Ks: Tensor, width: int, height: int, near_plane: float, far_plane: float
+def _render_ours(
+    splats: Splats, viewmats: Tensor, Ks: Tensor, width: int, height: int, near_plane: float, far_plane: float, composite
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Our projection, then ``composite`` (the torch or the C++ rasteriser, same signature and rules)."""
     p = project(
         splats.means, splats.quats, splats.scales, splats.opacities, viewmats, Ks, width, height, near_plane, far_plane
     )
     visible = (p.radii > 0).all(-1)
     features = torch.cat([splats.colors, p.depths[..., None]], -1)
-    out, alpha = rasterize(p.means2d, p.conics, splats.opacities, features, p.depths, p.extents, visible, width, height)
+    out, alpha = composite(p.means2d, p.conics, splats.opacities, features, p.depths, p.extents, visible, width, height)
     # Same normalisation as gsplat's "ED" mode; where alpha is 0 the sum is 0 too, so depth is 0.
     depth = out[..., 3:] / alpha.clamp_min(1e-10)
     return out[..., :3], alpha, depth
