@@ -262,12 +262,18 @@ def check_talking_and_turning(page) -> None:
     assert np.abs(turned - still).mean() > 5, "dragging does not orbit the view"
 
 
-@needs_browser
-def test_the_served_page_talks_orbits_and_reports_bad_uploads(server, browser):
-    page = browser.new_page(viewport={"width": 700, "height": 800})
+def open_page(browser, url: str, width: int = 700, height: int = 800):
+    """A new page at ``url`` and the list its script errors collect in."""
+    page = browser.new_page(viewport={"width": width, "height": height})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server)
+    page.goto(url)
+    return page, errors
+
+
+@needs_browser
+def test_the_served_page_talks_orbits_and_reports_bad_uploads(server, browser):
+    page, errors = open_page(browser, server)
     page.set_input_files("#image", str(SPEECH))
     page.click("#animate")
     page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30000)
@@ -286,10 +292,7 @@ def test_the_served_page_talks_orbits_and_reports_bad_uploads(server, browser):
 
 @needs_browser
 def test_the_served_page_streams_the_microphone(server, browser):
-    page = browser.new_page(viewport={"width": 700, "height": 800})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server)
+    page, errors = open_page(browser, server)
     page.set_input_files("#image", str(PORTRAIT))
     page.click("#mic")
     # Frames come back while the (fake) microphone plays: each as soon as its windows are complete.

@@ -83,13 +83,17 @@ Bins bin(const float* means2d, const float* depths, const float* extents, const 
   return bins;
 }
 
-inline bool inside(const int32_t* box, int x, int y) { return x >= box[0] && x <= box[1] && y >= box[2] && y <= box[3]; }
+// Largest sigma at which opacity * exp(-sigma) can still reach 1/255, with a margin for rounding:
+// past it the exp is not worth computing (the exact test below would drop the splat anyway).
+inline float sigma_cut(float opacity) { return opacity > 0.0f ? std::log(255.0f * opacity) + 1e-3f : -1.0f; }
 
-// raw = opacity * exp(-sigma) at pixel (x, y), with the offset d from the mean.
-inline float raw_alpha(const float* mean, const float* conic, float opacity, int x, int y, float& dx, float& dy, float& g) {
+// raw = opacity * exp(-sigma) at pixel (x, y), with the offset d from the mean; 0 past the cut.
+inline float raw_alpha(const float* mean, const float* conic, float opacity, float cut, int x, int y, float& dx, float& dy,
+                       float& g) {
   dx = x + 0.5f - mean[0];
   dy = y + 0.5f - mean[1];
   const float sigma = 0.5f * (conic[0] * dx * dx + conic[2] * dy * dy) + conic[1] * dx * dy;
+  if (sigma > cut) return 0.0f;
   g = std::exp(-sigma);
   return opacity * g;
 }
@@ -132,12 +136,13 @@ std::vector<torch::Tensor> forward(torch::Tensor means2d, torch::Tensor conics, 
       const float* mean = M + 2 * i;
       const float* conic = Q + 3 * i;
       const float* f = F + static_cast<size_t>(i) * C;
+      const float cut = sigma_cut(O[i]);
       for (int y = std::max(box[2], y_begin); y <= std::min(box[3], y_end - 1); ++y)
         for (int x = std::max(box[0], x_begin); x <= std::min(box[1], x_end - 1); ++x) {
           const int k = (y - y_begin) * TILE + (x - x_begin);
           if (done[k]) continue;
           float dx, dy, g;
-          const float raw = raw_alpha(mean, conic, O[i], x, y, dx, dy, g);
+          const float raw = raw_alpha(mean, conic, O[i], cut, x, y, dx, dy, g);
           if (raw < ALPHA_MIN) continue;
           const float alpha = std::min(ALPHA_MAX, raw);
           const float next_T = T[k] * (1.0f - alpha);
@@ -218,12 +223,13 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor means2
         const float* q = Q + 3 * i;
         const float* f = F + static_cast<size_t>(i) * C;
         float* gi = mine + static_cast<size_t>(i) * width_g;
+        const float cut = sigma_cut(O[i]);
         for (int y = std::max(box[2], y_begin); y <= std::min(box[3], y_end - 1); ++y)
           for (int x = std::max(box[0], x_begin); x <= std::min(box[1], x_end - 1); ++x) {
             const int k = (y - y_begin) * TILE + (x - x_begin);
             if (e >= last_of[k]) continue;  // behind where the pixel stopped
             float dx, dy, g;
-            const float raw = raw_alpha(mean, q, O[i], x, y, dx, dy, g);
+            const float raw = raw_alpha(mean, q, O[i], cut, x, y, dx, dy, g);
             if (raw < ALPHA_MIN) continue;
             const float alpha = std::min(ALPHA_MAX, raw);
             T[k] /= (1.0f - alpha);
