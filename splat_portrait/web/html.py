@@ -26,9 +26,9 @@ _PAGE = """<!doctype html>
 <title>{title}</title>
 <style>
   body {{ margin: 0; background: #18181c; color: #ddd; font: 14px system-ui, sans-serif; }}
-  #stage {{ width: min(100vw, 100vh - 60px); height: min(100vw, 100vh - 60px); margin: 0 auto; }}
+  #stage {{ width: min(100vw, 100vh - 64px); height: min(100vw, 100vh - 64px); margin: 0 auto; }}
   #stage canvas {{ width: 100%; height: 100%; display: block; }}
-  #bar {{ display: flex; gap: 12px; align-items: center; justify-content: center; height: 48px; }}
+  #bar {{ display: flex; gap: 12px; align-items: center; justify-content: center; height: 64px; }}
 </style>
 </head>
 <body>
