@@ -1,12 +1,15 @@
-"""The Animator: portrait + speech -> talking-head MP4 (and optional depth video and ``.ply`` files).
+"""The Animator: portrait + speech -> talking-head MP4 (and optional depth video, ``.ply`` files and browser page).
 
 Per job: crop and pose the portrait, decode the speech, then :meth:`Animator.prepare` computes its
 features, the camera path and runs the generator once, and :meth:`Animator.chunks` walks the frames
 in chunks of ``batch_frames``: audio windows -> one audio-decoder call -> splats -> one render
-call; ``animate`` pipes each chunk's frames to ffmpeg. (``prepare`` and ``chunks`` take inputs
-already in memory, for callers with no files or no ffmpeg, such as ``benchmarks/gpu_check.py``.)
-Only one chunk of windows, offsets and images is in memory at a time, so a ten-minute clip runs in
-the memory of a ten-second one; what grows with the length is the decoded speech (64 kB/s) and its
+call (:meth:`Animator.render_batches`, where on a CPU the decoder of the next chunk runs beside
+the render of this one); ``animate`` pipes each chunk's frames to ffmpeg. (``prepare`` and
+``chunks`` take inputs already in memory, for callers with no files or no ffmpeg, such as
+``benchmarks/gpu_check.py``; :class:`~splat_portrait.runtime.streaming.LiveHead` feeds
+``render_batches`` from live audio.) Only one chunk of windows, offsets and images is in memory at
+a time (``--html`` keeps every frame's compressed offsets, about 25 kB each at 128²), so a
+ten-minute clip runs in the memory of a ten-second one; what grows with the length is the decoded speech (64 kB/s) and its
 features (D * 200 B/s, 16 kB/s for mel).
 
 Frames are 25 fps and there are ``ceil(25 * duration)`` of them, so the video ends within one frame
