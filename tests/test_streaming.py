@@ -278,3 +278,19 @@ def test_a_growing_file_is_read_as_it_grows_until_it_stops_growing(tmp_path):
     # Everything written arrived, and reading ended about idle_seconds after the last write.
     np.testing.assert_allclose(got, samples, atol=1e-4)
     assert time.perf_counter() - started >= 0.8
+
+
+def test_the_live_video_is_playable_while_it_is_written_and_appears_under_its_name_at_the_end(tmp_path):
+    import time
+
+    path = tmp_path / "live.mkv"
+    rng = np.random.default_rng(0)
+    with LiveVideoWriter(path, 128, 128, 25, 16000) as writer:
+        for _ in range(75):
+            writer.write_audio(np.full(640, 0.01, np.float32))
+            writer.write(rng.integers(0, 4, (128, 128, 3), dtype=np.uint8) * 64)  # noise: fragments fill fast
+        time.sleep(1.5)
+        # Mid-stream: frames already play from the temporary file, the final name does not exist yet.
+        assert sum(1 for _ in read_frames(writer._tmp)) > 0
+        assert not path.exists()
+    assert sum(1 for _ in read_frames(path)) == 75
