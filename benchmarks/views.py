@@ -20,56 +20,24 @@ Prints a table and, with ``--json``, writes it with the run record.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splat_portrait import TalkingHeadPipeline  # noqa: E402
 from splat_portrait.environment import run_record  # noqa: E402
-from splat_portrait.face.detect import detect_landmarks  # noqa: E402
-from splat_portrait.metrics.identity import DlibFaceEmbedder, csim  # noqa: E402
+from splat_portrait.metrics.identity import DlibFaceEmbedder  # noqa: E402
+from splat_portrait.metrics.views import BULLET_PITCHES_DEG, BULLET_YAWS_DEG, score_views  # noqa: E402
 from splat_portrait.runtime.inputs import load_image, load_speech  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PORTRAITS = [DATA / "portraits" / name for name in ("happy_256.png", "people_474.png", "art_640x896.png")]
 SPEECH = DATA / "audio" / "speech_44k_stereo.wav"
-YAWS = tuple(range(-30, 31, 5))
-PITCHES = (0.0, 12.5, -12.5)
-
-
-def laplacian_energy(image: np.ndarray, box: tuple[slice, slice]) -> float:
-    """Mean absolute 4-neighbour Laplacian of the grey image inside ``box``."""
-    grey = image.astype(np.float64).mean(-1)
-    lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
-    rows, cols = box
-    return float(np.abs(lap[rows, cols]).mean())
-
-
-def face_box(landmarks: np.ndarray, size: int) -> tuple[slice, slice]:
-    """The box of the 68 landmarks, in the Laplacian's coordinates (one pixel in from each edge)."""
-    x0, y0 = np.clip(landmarks.min(0).astype(int) - 1, 0, size - 3)
-    x1, y1 = np.clip(landmarks.max(0).astype(int), 1, size - 2)
-    return slice(y0, y1), slice(x0, x1)
-
-
-def score_views(views: dict[tuple[float, float], np.ndarray], source: np.ndarray, embedder) -> dict:
-    frontal = views[(0.0, 0.0)]
-    landmarks = detect_landmarks(frontal)
-    found = {key: detect_landmarks(view) is not None for key, view in views.items()}
-    identity = csim(embedder, list(views.values()), [source])
-    row = {"views": len(views), "face_found": sum(found.values()) / len(views), "csim": identity.value if identity.scored else None}
-    if landmarks is None:
-        return {**row, "tearing_mean": None, "tearing_worst": None, "note": "no face in the frontal render: no face box"}
-    box = face_box(landmarks, frontal.shape[0])
-    reference = laplacian_energy(frontal, box)
-    tearing = {f"{yaw:g}/{pitch:g}": laplacian_energy(view, box) / reference - 1 for (yaw, pitch), view in views.items()}
-    worst = max(tearing, key=tearing.get)
-    return {**row, "tearing_mean": statistics.fmean(tearing.values()), "tearing_worst": tearing[worst], "worst_view": worst, "tearing": tearing}
+YAWS, PITCHES = BULLET_YAWS_DEG, BULLET_PITCHES_DEG
 
 
 def main() -> None:
@@ -85,13 +53,13 @@ def main() -> None:
     results = {}
     for portrait in PORTRAITS:
         image = load_image(portrait)
-        views = {(float(y), p): pipe(image, speech, yaw=float(y), pitch=p).frames[0] for p in PITCHES for y in YAWS}
+        views = {(y, p): pipe(image, speech, yaw=y, pitch=p).frames[0] for p in PITCHES for y in YAWS}
         source = pipe(image, speech).frames[0]
         results[portrait.name] = {
-            "model": score_views(views, source, embedder),
-            "copy-source": score_views({key: source for key in views}, source, embedder),
+            "model": _row(score_views(embedder, views, source)),
+            "copy-source": _row(score_views(embedder, {key: source for key in views}, source)),
         }
-    print(f"views of {args.model or 'the bundled model'}: yaw {YAWS[0]}…{YAWS[-1]}° x pitch {', '.join(f'{p:g}' for p in PITCHES)}°")
+    print(f"views of {args.model or 'the bundled model'}: yaw {YAWS[0]:g}…{YAWS[-1]:g}° x pitch {', '.join(f'{p:g}' for p in PITCHES)}°")
     header = f"{'portrait':20} {'method':12} {'face found':>10} {'CSIM':>6} {'tearing mean':>12} {'tearing worst':>13}"
     print(header + "\n" + "-" * len(header))
     for name, rows in results.items():
@@ -102,6 +70,13 @@ def main() -> None:
         report = {"benchmark": "views", "model": str(args.model or "bundled"), "yaws": YAWS, "pitches": PITCHES, "portraits": results,
                   "record": run_record()}  # fmt: skip
         args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def _row(scores) -> dict:
+    row = dataclasses.asdict(scores)
+    if row["note"] is None:
+        del row["note"]
+    return row
 
 
 def _cell(value) -> str:

@@ -23,7 +23,7 @@ def evaluate(
     protocol: str = typer.Option("same-identity", "--protocol", help="same-identity or cross-identity."),
     seconds: float = typer.Option(5.0, "--seconds", help="Evaluate the first this many seconds of each clip."),
     clips: int = typer.Option(None, "--clips", help="Evaluate only the first N test clips (default: all)."),
-    metrics: str = typer.Option(None, "--metrics", help="Comma-separated subset of psnr,ssim,lpips,csim,fid,lipsync,mouth,sync (default: all the protocol allows)."),
+    metrics: str = typer.Option(None, "--metrics", help="Comma-separated subset of psnr,ssim,lpips,csim,fid,lipsync,mouth,sync,views (default: all the protocol allows)."),
     baseline: str = typer.Option(None, "--baseline", help="Score a baseline instead of the model: copy-source."),
     videos: int = typer.Option(3, "--videos", help="Write MP4s with audio for the first K clips."),
     lpips_net: str = typer.Option("alex", "--lpips-net", help="LPIPS backbone: alex or vgg."),

@@ -118,7 +118,8 @@ def test_cross_identity_uses_another_clip_as_source(setup):
     report = json.loads((out / "metrics.json").read_text())
     ids = [c["id"] for c in report["clips"]]
     assert [c["source"] for c in report["clips"]] == ids[::-1]
-    assert set(report["aggregate"]) == {"csim", "fid", "lse_c", "lse_d", "mouth_r_audio", "sync_c", "sync_d", "sync_offset", "sync_in_sync"}
+    assert set(report["aggregate"]) == {"csim", "fid", "lse_c", "lse_d", "mouth_r_audio", "sync_c", "sync_d", "sync_offset", "sync_in_sync",
+                                        "views_face", "views_csim", "views_tearing"}  # fmt: skip
     assert "Tab. 2" in result.output and "0.726" in result.output and "PSNR" not in result.output
 
 
@@ -127,10 +128,10 @@ def test_cross_identity_uses_another_clip_as_source(setup):
     [
         (["--checkpoint", "{root}/missing.pt"], "checkpoint {root}/missing.pt does not exist (or is not a file)"),
         (["--protocol", "sideways"], "unknown protocol 'sideways'; choose one of same-identity, cross-identity"),
-        (["--metrics", "psnr,bleu"], "unknown metric 'bleu'; choose from psnr, ssim, lpips, csim, fid, lipsync, mouth, sync"),
+        (["--metrics", "psnr,bleu"], "unknown metric 'bleu'; choose from psnr, ssim, lpips, csim, fid, lipsync, mouth, sync, views"),
         (["--baseline", "mirror"], "unknown baseline 'mirror'; choose one of copy-source"),
         (["--protocol", "cross-identity", "--metrics", "ssim"],
-         "metric 'ssim' compares with ground truth, which the cross-identity protocol has not; choose from csim, fid, lipsync, mouth, sync"),
+         "metric 'ssim' compares with ground truth, which the cross-identity protocol has not; choose from csim, fid, lipsync, mouth, sync, views"),
     ],
 )  # fmt: skip
 def test_user_errors_are_one_clear_line(setup, args, message):
@@ -169,8 +170,8 @@ def test_plan_takes_the_first_seconds_and_clips():
 
 
 def test_protocol_metrics_default_to_what_applies():
-    assert protocol_metrics("same-identity", None) == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth", "sync")
-    assert protocol_metrics("cross-identity", None) == ("csim", "fid", "lipsync", "mouth", "sync")
+    assert protocol_metrics("same-identity", None) == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth", "sync", "views")
+    assert protocol_metrics("cross-identity", None) == ("csim", "fid", "lipsync", "mouth", "sync", "views")
     assert protocol_metrics("same-identity", ["fid", "psnr"]) == ("psnr", "fid")
 
 
@@ -255,11 +256,13 @@ def test_mouth_tracks_on_a_real_clip_copy_source_does_not_move(setup, tmp_path):
     model = TalkingHead(preset("tiny", image_size=SIZE * 4))
     save_checkpoint(tmp_path / "m.pt", model)
     result = run(data, "--checkpoint", tmp_path / "m.pt", "-o", tmp_path / "eval", "--baseline", "copy-source",
-                 "--metrics", "mouth", "--seconds", "2", "--videos", "0")  # fmt: skip
+                 "--metrics", "mouth,views", "--seconds", "2", "--videos", "0")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     clip = report["clips"][0]
     assert report["aggregate"]["mouth_amp"] == 0 and report["aggregate"]["mouth_r"] is None
+    # With no 3D every bullet view is the source: the reference scores of a head that holds together.
+    assert (clip["views_face"], clip["views_tearing"]) == (1.0, 0.0) and clip["views_csim"] == pytest.approx(1.0)
     assert clip["notes"]["mouth_r"] == "undefined: the generated mouth opening does not change"
     assert clip["pairs"]["mouth_r"] == 0 and clip["pairs"]["mouth_amp"] == 49 and clip["lmd"] > 0
     assert clip["pairs"]["mouth_no_face_generated"] == 0 and clip["pairs"]["mouth_no_face_real"] == 0

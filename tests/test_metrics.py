@@ -226,7 +226,7 @@ def test_fid_features_through_the_cached_inception(torch_home, monkeypatch):
 
 
 def test_registry_builds_available_metrics_and_reports_the_rest(torch_home):
-    assert METRICS == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth", "sync")
+    assert METRICS == ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth", "sync", "views")
     x = _images(8)
     built = {name: build_metric(name) for name in METRICS}
     assert built["psnr"].compute(x, x)[0] == math.inf

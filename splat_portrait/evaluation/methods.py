@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from splat_portrait import camera
+from splat_portrait.metrics.views import bullet_angles
 from splat_portrait.render import render
 from splat_portrait.runtime.cameras import view_matrices
 from splat_portrait.runtime.compose import DepthColors, to_uint8
@@ -58,12 +59,15 @@ class Generation:
     frames: Tensor
     depth: np.ndarray | None = None
     novel_views: list[np.ndarray] = field(default_factory=list)
+    # The sheet frame from the bullet path's cameras, (yaw, pitch) degrees -> (R, R, 3) uint8, when asked for.
+    bullet_views: dict[tuple[float, float], np.ndarray] = field(default_factory=dict)
 
 
 class Method(Protocol):
     name: str
 
-    def generate(self, drive: Drive) -> Generation: ...
+    def generate(self, drive: Drive, bullet: bool = False) -> Generation:
+        """The frames of ``drive``; with ``bullet``, also the sheet frame from every bullet-path camera."""
 
 
 class CopySource:
@@ -71,8 +75,12 @@ class CopySource:
 
     name = "copy-source"
 
-    def generate(self, drive: Drive) -> Generation:
-        return Generation(drive.source_image.expand(drive.num_frames, -1, -1, -1).contiguous())
+    def generate(self, drive: Drive, bullet: bool = False) -> Generation:
+        result = Generation(drive.source_image.expand(drive.num_frames, -1, -1, -1).contiguous())
+        if bullet:  # no 3D: every view is the source
+            source = to_uint8(drive.source_image[None])[0]
+            result.bullet_views = {angles: source for angles in bullet_angles()}
+        return result
 
 
 class ModelMethod:
@@ -90,7 +98,7 @@ class ModelMethod:
         return camera.intrinsics_to_K(intrinsics, self.size, self.size).to(self.device)
 
     @torch.inference_mode()
-    def generate(self, drive: Drive) -> Generation:
+    def generate(self, drive: Drive, bullet: bool = False) -> Generation:
         chunks = self.pipeline.reenact(drive.source, drive.source_c2w, drive.source_intrinsics, drive.features, drive.c2w, drive.intrinsics)
         frames, result = [], Generation(torch.empty(0))
         for chunk in chunks:
@@ -100,15 +108,21 @@ class ModelMethod:
                 i = drive.sheet_frame - start
                 depth, alpha = out.depth[i : i + 1], out.alpha[i : i + 1]
                 result.depth = DepthColors.fit(depth[0], alpha[0])(depth, alpha)[0]
-                result.novel_views = self._novel_views(chunk.splats[i], drive.source_c2w, drive.source_intrinsics, chunk.background)
+                views = (chunk.splats[i], drive.source_c2w, drive.source_intrinsics, chunk.background)
+                result.novel_views = self._views(*views, [(yaw, 0.0) for yaw in NOVEL_YAWS_DEG])
+                if bullet:
+                    angles = bullet_angles()
+                    result.bullet_views = dict(zip(angles, self._views(*views, angles)))
         result.frames = torch.cat(frames)
         return result
 
-    def _novel_views(self, splats: Splats, source_c2w: Tensor, intrinsics: Tensor, background: Tensor) -> list[np.ndarray]:
-        """The splats seen from cameras orbiting the source camera at the paper's Fig. 3 yaws."""
-        yaws = torch.tensor([math.radians(y) for y in NOVEL_YAWS_DEG])
-        cameras = camera.orbit_around(source_c2w, yaws, torch.zeros_like(yaws))
-        count = len(yaws)
+    def _views(self, splats: Splats, source_c2w: Tensor, intrinsics: Tensor, background: Tensor,
+               angles: list[tuple[float, float]]) -> list[np.ndarray]:  # fmt: skip
+        """The splats seen from cameras turned around the source camera by (yaw, pitch) degrees."""
+        yaws = torch.tensor([math.radians(y) for y, _ in angles])
+        pitches = torch.tensor([math.radians(p) for _, p in angles])
+        cameras = camera.orbit_around(source_c2w, yaws, pitches)
+        count = len(angles)
         batch = splats.map(lambda t: t[None].expand(count, *t.shape))
         viewmats = view_matrices(source_c2w, cameras).to(self.device)
         out = render(batch, viewmats, self._Ks(intrinsics.expand(count, -1)), self.size, self.size,

@@ -47,12 +47,15 @@ HEADERS = {
     "psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "csim": "CSIM↑", "fid": "FID↓", "lse_c": "LSE-C↑", "lse_d": "LSE-D↓",
     "lmd": "LMD↓", "mouth_r": "mouth r↑", "mouth_amp": "mouth amp→1", "mouth_r_audio": "mouth r (driving)↑",
     "sync_c": "expert C↑", "sync_d": "expert D↓", "sync_offset": "expert offset→0", "sync_in_sync": "in sync↑",
+    "views_face": "views: face↑", "views_csim": "views: CSIM↑", "views_tearing": "views: tearing↓",
 }  # fmt: skip
 _NAMES = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "csim": "CSIM", "fid": "FID", "lse_c": "LipSync", "lse_d": "LipSync",
           "lmd": "Mouth", "mouth_r": "Mouth", "mouth_amp": "Mouth", "mouth_r_audio": "Mouth",
-          "sync_c": "Sync expert", "sync_d": "Sync expert", "sync_offset": "Sync expert", "sync_in_sync": "Sync expert"}  # fmt: skip
+          "sync_c": "Sync expert", "sync_d": "Sync expert", "sync_offset": "Sync expert", "sync_in_sync": "Sync expert",
+          "views_face": "Views", "views_csim": "Views", "views_tearing": "Views"}  # fmt: skip
 DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "csim": 3, "fid": 2, "lse_c": 3, "lse_d": 3, "lmd": 3, "mouth_r": 3, "mouth_amp": 3,
-             "mouth_r_audio": 3, "sync_c": 3, "sync_d": 3, "sync_offset": 1, "sync_in_sync": 2}  # fmt: skip
+             "mouth_r_audio": 3, "sync_c": 3, "sync_d": 3, "sync_offset": 1, "sync_in_sync": 2,
+             "views_face": 2, "views_csim": 3, "views_tearing": 2}  # fmt: skip
 
 
 def paper_reference(protocol: str) -> dict[str, Any]:

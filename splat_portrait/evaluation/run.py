@@ -191,12 +191,12 @@ def evaluate(options: EvaluateOptions, on_clip: Callable[[int, int], None] | Non
     for done, case in enumerate(cases):
         record, source = dataset.clips[case.clip], dataset.clips[case.source]
         drive = _drive(dataset, case)
-        generation = method.generate(drive)
+        generation = method.generate(drive, bullet=scorer.runnable("views") is not None)
         real = _real_frames(dataset, case.clip, case.num_frames)
         samples = layout.read_audio(record.paths)[: case.num_frames * SAMPLES_PER_FRAME]
         source_image = drive.source_image
         scores = ClipScores(record.id, source.id, case.num_frames, case.num_frames - 1)
-        clips.append(scorer.score_clip(scores, generation.frames, real, source_image, samples))
+        clips.append(scorer.score_clip(scores, generation.frames, real, source_image, samples, generation.bullet_views))
         if done < options.videos:
             (out / "videos").mkdir(exist_ok=True)
             videos.append(out / "videos" / f"{record.id}.mp4")

@@ -26,11 +26,13 @@ from splat_portrait.runtime.compose import to_uint8
 
 # The columns of every report, in order; "lipsync" yields two, "mouth" three per protocol, "sync"
 # (our expert) four: its LSE-C and LSE-D, the offset found and whether it is 0 (its mean: the share
-# of clips in sync).
+# of clips in sync); "views" three: on the bullet path, the share of views with a face, their CSIM
+# to the source and the mean tearing.
 SCORES = ("psnr", "ssim", "lpips", "csim", "fid", "lse_c", "lse_d", "lmd", "mouth_r", "mouth_amp", "mouth_r_audio",
-          "sync_c", "sync_d", "sync_offset", "sync_in_sync")  # fmt: skip
+          "sync_c", "sync_d", "sync_offset", "sync_in_sync", "views_face", "views_csim", "views_tearing")  # fmt: skip
 SCORES_OF = {"psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",), "csim": ("csim",), "fid": ("fid",), "lipsync": ("lse_c", "lse_d"),
-             "mouth": ("lmd", "mouth_r", "mouth_amp", "mouth_r_audio"), "sync": ("sync_c", "sync_d", "sync_offset", "sync_in_sync")}  # fmt: skip
+             "mouth": ("lmd", "mouth_r", "mouth_amp", "mouth_r_audio"), "sync": ("sync_c", "sync_d", "sync_offset", "sync_in_sync"),
+             "views": ("views_face", "views_csim", "views_tearing")}  # fmt: skip
 METRIC_OF = {score: metric for metric, scores in SCORES_OF.items() for score in scores}
 
 
@@ -64,9 +66,11 @@ class Scorer:
         return metric if isinstance(metric, Metric) else None
 
     def score_clip(
-        self, scores: ClipScores, generated: Tensor, real: Tensor, source: Tensor, samples: np.ndarray
-    ) -> ClipScores:
-        """``generated``/``real`` (F, R, R, 3) in [0, 1], ``source`` (R, R, 3), ``samples`` the driving audio of the F frames."""
+        self, scores: ClipScores, generated: Tensor, real: Tensor, source: Tensor, samples: np.ndarray,
+        views: dict[tuple[float, float], np.ndarray] | None = None,
+    ) -> ClipScores:  # fmt: skip
+        """``generated``/``real`` (F, R, R, 3) in [0, 1], ``source`` (R, R, 3), ``samples`` the driving audio of the F frames,
+        ``views`` the bullet path's views of one frame (for the ``views`` metric)."""
         ours, truth = generated[1:], real[1:]
         for name in ("psnr", "ssim", "lpips"):
             if metric := self.runnable(name):
@@ -98,6 +102,14 @@ class Scorer:
                 scores.notes["sync"] = str(err)
         if metric := self.runnable("mouth"):
             self._score_mouth(scores, metric.compute(to_uint8(ours), to_uint8(truth), self.same_identity))
+        if (metric := self.runnable("views")) and views:
+            turned = metric.compute(views, to_uint8(source[None])[0])
+            named = {"views_face": turned.face_found, "views_csim": turned.csim, "views_tearing": turned.tearing_mean}
+            for score, value in named.items():
+                scores.values[score] = value
+                scores.counts[score] = 1 if value is not None else 0
+            if turned.note:
+                scores.notes["views"] = turned.note
         return scores
 
     def _score_mouth(self, scores: ClipScores, mouth) -> None:

@@ -10,7 +10,10 @@
 * ``lipsync``: ``(frames, samples)`` 25 fps RGB uint8 frames and 16 kHz audio ->
   :class:`~splat_portrait.metrics.syncnet.SyncResult` (LSE-D = ``min_dist``, LSE-C = ``confidence``);
 * ``mouth``: ``(generated, real, same_identity)`` uint8 frames -> :class:`~splat_portrait.metrics.mouth.MouthScores`
-  (LMD, mouth_r, mouth_amp from dlib's 68 landmarks).
+  (LMD, mouth_r, mouth_amp from dlib's 68 landmarks);
+* ``views``: ``(views, source)`` the head at one moment from the bullet path's cameras ((yaw, pitch)
+  -> uint8 image) and the source -> :class:`~splat_portrait.metrics.views.ViewScores` (face found,
+  CSIM, tearing).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from splat_portrait.metrics.lpips import Lpips
 from splat_portrait.metrics.mouth import compare_mouths
 from splat_portrait.metrics.sync_expert import ExpertSync
 from splat_portrait.metrics.syncnet import LipSync
+from splat_portrait.metrics.views import score_views
 
-METRICS = ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth", "sync")
+METRICS = ("psnr", "ssim", "lpips", "csim", "fid", "lipsync", "mouth", "sync", "views")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,16 @@ def _sync(options: MetricOptions) -> Metric:
     return _named("sync", ExpertSync(options.sync_expert, options.device))
 
 
+def _views(options: MetricOptions) -> Metric:
+    embedder = _face_embedder(options)
+    try:
+        face_model_path(LANDMARK_MODEL)
+    except SplatPortraitError as err:
+        raise MetricUnavailable(f"View scores need dlib's landmark model: {err}") from None
+    implementation = f"bullet path views: dlib face detection, {embedder.name} CSIM, Laplacian tearing in the frontal face box"
+    return Metric("views", implementation, partial(score_views, embedder))
+
+
 def _named(name: str, metric: Any) -> Metric:
     return Metric(name, metric.name, metric)
 
@@ -111,6 +125,7 @@ _BUILDERS: dict[str, Callable[[MetricOptions], Metric]] = {
     "lipsync": lambda o: _named("lipsync", LipSync(o.syncnet_weights, o.device)),
     "mouth": _mouth,
     "sync": _sync,
+    "views": _views,
 }
 
 
