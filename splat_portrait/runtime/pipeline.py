@@ -50,7 +50,7 @@ from splat_portrait.runtime.model_dir import ModelCard
 from splat_portrait.runtime.outputs import OutputPaths, splats_in_world, staged, world_offsets, write_world_ply
 from splat_portrait.splats import Splats
 from splat_portrait.web.html import standalone_page
-from splat_portrait.web.payload import encode_frame, encode_head, head_meta
+from splat_portrait.web.payload import encode_frame, viewer_head
 
 # Pixels rendered per call: large outputs render in smaller chunks so memory stays that of 16 frames at 512².
 CHUNK_PIXELS = 16 * 512 * 512
@@ -328,8 +328,7 @@ class PageRecorder:
 
     def __init__(self, static: Splats, c2w: Tensor, card: ModelCard, size: int) -> None:
         self.static, self.c2w, self.card = static, c2w, card
-        self.head = encode_head(splats_in_world(static[0], c2w), c2w[:3, 3], card.camera_intrinsics[0] * size)
-        self.meta = head_meta(self.head, card.fps, None, card.camera_intrinsics[0], c2w, size)
+        self.head, self.meta = viewer_head(splats_in_world(static[0], c2w), c2w, card.camera_intrinsics[0], size, card.fps, None)
         self.frames: list[bytes] = []
 
     def add(self, chunk: Chunk) -> None:

@@ -31,7 +31,7 @@ from splat_portrait.runtime.compose import to_uint8
 from splat_portrait.runtime.inputs import Portrait
 from splat_portrait.runtime.outputs import splats_in_world, world_offsets
 from splat_portrait.runtime.pipeline import Animator, Batch, StageTimer
-from splat_portrait.models import to_splats
+from splat_portrait.models import Encoded, to_splats
 from splat_portrait.splats import Splats
 
 
@@ -47,7 +47,9 @@ class LiveFrame:
 class LiveHead:
     """One portrait animated by speech that arrives piece by piece (:meth:`push`, then :meth:`finish`)."""
 
-    def __init__(self, animator: Animator, portrait: Portrait, with_offsets: bool = False, lookahead_s: float | None = None) -> None:
+    def __init__(self, animator: Animator, portrait: Portrait, with_offsets: bool = False, lookahead_s: float | None = None,
+                 encoded: Encoded | None = None) -> None:  # fmt: skip
+        """``encoded``: the generator's output for this portrait, if an earlier head of it ran it already."""
         self.animator = animator
         self.portrait = portrait
         self.with_offsets = with_offsets
@@ -55,15 +57,17 @@ class LiveHead:
         card, engine = animator.card, animator.engine
         self._extractor = streaming_extractor(card.audio_features)
         self._features = FeatureBuffer(card.audio_features.dim, lookahead_features(lookahead_s))
-        with self.timer("generator"):
-            self.encoded = engine.encode(portrait.generator_input(), portrait.c2w[None], animator.intrinsics[None])
+        if encoded is None:
+            with self.timer("generator"):
+                encoded = engine.encode(portrait.generator_input(), portrait.c2w[None], animator.intrinsics[None])
+        self.encoded = encoded
         with self.timer("camera"):
             loop = camera_loop(animator.options.camera, portrait.c2w, card.fps)
             self._viewmats = view_matrices(portrait.c2w, loop).to(engine.device)
         size = animator.size
         self._K = camera.intrinsics_to_K(animator.intrinsics[None], size, size).to(engine.device)
         self._background = animator.background(self.encoded)
-        self._static_means = to_splats(self.encoded.attributes, self.encoded.intrinsics).means
+        self._static = to_splats(self.encoded.attributes, self.encoded.intrinsics)
         self.samples = 0
 
     @property
@@ -72,7 +76,7 @@ class LiveHead:
 
     def static_splats(self) -> Splats:
         """The head without speech offsets, in world coordinates (what ``--ply`` writes)."""
-        return splats_in_world(to_splats(self.encoded.attributes, self.encoded.intrinsics)[0].to("cpu"), self.portrait.c2w)
+        return splats_in_world(self._static[0].to("cpu"), self.portrait.c2w)
 
     @torch.inference_mode()
     def push(self, samples: np.ndarray) -> Iterator[LiveFrame]:
@@ -98,7 +102,7 @@ class LiveHead:
         for chunk in self.animator.render_batches(self.encoded, batches, self._background, self.timer):
             with self.timer("encode"):
                 rgb = to_uint8(chunk.render.rgb)
-                offsets = world_offsets(chunk.splats.means, self._static_means, self.portrait.c2w) if self.with_offsets else [None] * len(rgb)
+                offsets = world_offsets(chunk.splats.means, self._static.means, self.portrait.c2w) if self.with_offsets else [None] * len(rgb)
             for i, n in enumerate(chunk.index.tolist()):
                 yield LiveFrame(n, rgb[i], offsets[i])
 

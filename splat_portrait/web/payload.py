@@ -82,6 +82,15 @@ def head_meta(head: WebHead, fps: int, frames: int | None, focal: float, source_
             "alpha": math.atan2(x, -z), "beta": math.asin(max(-1.0, min(1.0, -y / distance)))}  # fmt: skip
 
 
+def viewer_head(splats: Splats, source_c2w: Tensor, focal: float, size: int, fps: int, frames: int | None) -> tuple[WebHead, dict]:
+    """The static head (world-space ``splats``) and its meta for a page drawing it at ``size`` pixels from the source camera.
+
+    ``focal`` is the source camera's, normalised by the image side; ``frames`` None for a live stream.
+    """
+    head = encode_head(splats, source_c2w[:3, 3], focal * size)
+    return head, head_meta(head, fps, frames, focal, source_c2w, size)
+
+
 def encode_frame(index: int, offsets: np.ndarray, keep: np.ndarray, step: float = OFFSET_STEP) -> bytes:
     """Frame ``index``'s (N_model, 3) world-space offsets as a viewer message (only the ``keep`` splats)."""
     limit = np.iinfo(np.int16).max

@@ -36,11 +36,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 
 from splat_portrait.errors import SplatPortraitError
+from splat_portrait.models import Encoded
 from splat_portrait.media.audio import wav_bytes
 from splat_portrait.runtime.inputs import Portrait, load_portrait, load_speech
 from splat_portrait.runtime.pipeline import Animator
 from splat_portrait.runtime.streaming import LiveFrame, LiveHead
-from splat_portrait.web.payload import WebHead, encode_frame, encode_head, head_meta
+from splat_portrait.web.payload import WebHead, encode_frame, viewer_head
 
 STATIC = Path(__file__).with_name("static")
 MAX_JOBS = 8
@@ -52,6 +53,7 @@ UPLOAD_CHUNK = 3200
 @dataclass
 class Job:
     portrait: Portrait
+    encoded: Encoded  # the generator's output, run once per upload
     head: WebHead
     meta: dict
     speech: np.ndarray | None
@@ -66,20 +68,20 @@ class Jobs:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._ids = itertools.count(1)
 
-    def new_head(self, portrait: Portrait) -> LiveHead:
-        return LiveHead(self.animator, portrait, with_offsets=True)
+    def new_head(self, job: Job) -> LiveHead:
+        """A fresh stream of ``job``'s portrait (its generator output reused)."""
+        return LiveHead(self.animator, job.portrait, with_offsets=True, encoded=job.encoded)
 
     def add(self, image: Path, audio: Path | None) -> tuple[str, Job]:
         card = self.animator.card
         portrait = load_portrait(image, card.image_size)
         speech = load_speech(audio) if audio is not None else None
         with self.compute:
-            live = self.new_head(portrait)
-        head = encode_head(live.static_splats(), portrait.c2w[:3, 3], card.camera_intrinsics[0] * self.animator.size)
+            live = LiveHead(self.animator, portrait, with_offsets=True)
         frames = self.animator.num_frames(len(speech)) if speech is not None else None
-        meta = head_meta(head, card.fps, frames, card.camera_intrinsics[0], portrait.c2w, self.animator.size)
+        head, meta = viewer_head(live.static_splats(), portrait.c2w, card.camera_intrinsics[0], self.animator.size, card.fps, frames)
         job_id = f"{next(self._ids)}"
-        self._jobs[job_id] = Job(portrait, head, meta, speech)
+        self._jobs[job_id] = Job(portrait, live.encoded, head, meta, speech)
         while len(self._jobs) > MAX_JOBS:
             self._jobs.popitem(last=False)
         return job_id, self._jobs[job_id]
@@ -90,7 +92,7 @@ class Jobs:
 
 def frames_of_upload(jobs: Jobs, job: Job) -> Iterator[bytes]:
     """Every frame of an uploaded speech file as viewer messages, made piece by piece."""
-    head = jobs.new_head(job.portrait)
+    head = jobs.new_head(job)
 
     def messages(frames: Iterator[LiveFrame]) -> Iterator[bytes]:
         for frame in frames:
@@ -217,7 +219,7 @@ def create_app(animator: Animator, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB)
         if job is None:
             await socket.close(code=4404, reason="no such job")
             return
-        head = jobs.new_head(job.portrait)
+        head = jobs.new_head(job)
 
         def push(samples: np.ndarray) -> list[bytes]:
             with jobs.compute:
