@@ -17,9 +17,9 @@ from splat_portrait.render import render
 S = 64
 
 
-def tiny_model(seed: int = 0) -> TalkingHead:
+def tiny_model(seed: int = 0, **overrides) -> TalkingHead:
     torch.manual_seed(seed)
-    return TalkingHead(preset("tiny"))
+    return TalkingHead(preset("tiny", **overrides))
 
 
 def inputs(batch: int = 2, size: int = S, seed: int = 1):
@@ -380,9 +380,10 @@ def test_parameter_tables_in_the_package_docstring_and_readme_are_current():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
-def test_both_graphs_export_to_onnx_with_a_dynamic_frame_batch(tmp_path):
+@pytest.mark.parametrize("footprint", [0.0, 0.5])
+def test_both_graphs_export_to_onnx_with_a_dynamic_frame_batch(tmp_path, footprint):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime checks the exported graphs")
-    model = tiny_model().eval()
+    model = tiny_model(footprint=footprint).eval()
     wake_dynamic_decoder(model)
     image, c2w, intrinsics = inputs(batch=1)
     with torch.no_grad():

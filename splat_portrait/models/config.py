@@ -61,12 +61,19 @@ class GeneratorConfig:
     max_static_offset: float = 0.1
     # The colour head adds to logit(input pixel); clamping the input keeps that logit finite.
     color_clamp: float = 0.01
+    # Surface footprint (models/footprint.py): splats read their rotation in their pixel's surface
+    # frame and are at least this many neighbour steps wide along it (0: free splats, as trained
+    # before it existed); steps count at most footprint_max_px pixels.
+    footprint: float = 0.0
+    footprint_max_px: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.z_near < self.depth_init < self.z_far:
             raise ValueError(f"depth_init {self.depth_init} must lie in (z_near, z_far) = {(self.z_near, self.z_far)}")
         if not 0 < self.opacity_init < 1:
             raise ValueError(f"opacity_init must be in (0, 1), got {self.opacity_init}")
+        if self.footprint < 0 or self.footprint_max_px <= 0:
+            raise ValueError(f"footprint must be >= 0 and footprint_max_px > 0, got {self.footprint}, {self.footprint_max_px}")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ tensor-only so it traces to ONNX as is. ``attributes`` (B, 15, H, W) stacks the 
 The output heads are initialised so an untrained generator already reproduces its input at the
 source camera: every splat sits on its own pixel's ray at ``depth_init``, is about one pixel wide
 there, nearly opaque, and coloured by its input pixel (the colour head adds to the input's logit).
+With ``GeneratorConfig.footprint`` set, rotations and scales are read in each pixel's surface frame
+and widened to cover its patch (:mod:`splat_portrait.models.footprint`), inside the graph, so
+training, export and every renderer see the same splats.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import Tensor, nn
 
 from splat_portrait.camera import pixel_rays
 from splat_portrait.models.config import GeneratorConfig
+from splat_portrait.models.footprint import cover_surface
 from splat_portrait.models.unet import ConditionMLP, SongUNet, sinusoidal_embedding
 from splat_portrait.splats import Splats
 
@@ -97,6 +101,10 @@ class StaticGenerator(nn.Module):
         scale = pixel_size * cfg.scale_init_px * torch.exp(bound * torch.tanh(s / bound))
         offset = cfg.max_static_offset * torch.tanh(off)
         rotation = F.normalize(torch.cat([r[:, :1] + 1, r[:, 1:]], dim=1), dim=1)
+        if cfg.footprint > 0:
+            rays = pixel_rays(intrinsics, *image.shape[-2:]).permute(0, 3, 1, 2)
+            points = rays * depth + offset
+            rotation, scale = cover_surface(points, rotation, scale, pixel_size, cfg.footprint, cfg.footprint_max_px)
         pixels = ((image + 1) / 2).clamp(cfg.color_clamp, 1 - cfg.color_clamp)
         color = torch.sigmoid(torch.log(pixels / (1 - pixels)) + c)
         return torch.cat([opacity, scale, depth, offset, rotation, color], dim=1)

@@ -26,6 +26,7 @@ from torch import Tensor
 from splat_portrait.atomic import atomic_path, refuse_folder, temporary_name, under_final_name, writable_dir, write_error
 from splat_portrait.camera import transform_points
 from splat_portrait.errors import SplatPortraitError
+from splat_portrait.rotations import quat_multiply
 from splat_portrait.splats import Splats, write_ply
 
 
@@ -130,28 +131,13 @@ def splats_in_world(splats: Splats, c2w: Tensor) -> Splats:
     c2w = c2w.to(splats.means)
     xyzw = Rotation.from_matrix(c2w[:3, :3].double().cpu().numpy()).as_quat()
     turn = torch.from_numpy(np.roll(xyzw, 1))  # wxyz
-    return replace(splats, means=transform_points(c2w, splats.means), quats=_quat_multiply(turn.to(splats.quats), splats.quats))
+    return replace(splats, means=transform_points(c2w, splats.means), quats=quat_multiply(turn.to(splats.quats), splats.quats))
 
 
 def world_offsets(means: Tensor, static_means: Tensor, c2w: Tensor) -> np.ndarray:
     """(B, N, 3) speech-moved means minus the static head's (N, 3), both in view space, turned into world space."""
     moved = (means - static_means).to("cpu", torch.float32)
     return (moved @ c2w[:3, :3].T.to(moved)).numpy()
-
-
-def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product ``a * b`` of wxyz quaternions (rotation ``b`` first, then ``a``)."""
-    w1, x1, y1, z1 = a.unbind(-1)
-    w2, x2, y2, z2 = b.unbind(-1)
-    return torch.stack(
-        [
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ],
-        -1,
-    )
 
 
 def write_world_ply(splats: Splats, c2w: Tensor, path: Path) -> int:
