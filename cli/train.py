@@ -36,6 +36,12 @@ _MOUTH = typer.Option(
     1.0, "--mouth-weight", min=1.0,
     help="L2 weight of the mouth box (from the clips' landmarks) relative to other pixels (1: the paper's plain L2; try 10).",
 )  # fmt: skip
+_SDS_VIEWS = typer.Option("bullet", "--sds-views", help="Where score distillation looks: 'bullet' (points of the paper's bullet path) or 'uniform' (a yaw x pitch box).")
+_SDS_CROP = typer.Option(
+    "landmarks", "--sds-crop",
+    help="The prior's framing of a render: 'landmarks' (preprocessing's crop around the face found in it) or 'centre' (the render as is).",
+)  # fmt: skip
+_SMOOTH = typer.Option(0.0, "--depth-smoothness", min=0.0, help="Weight of the edge-aware depth-smoothness term (0: off; try 0.01).")
 _RESUME = typer.Option(False, "--resume", help="Continue the run in RUN_DIR from last.ckpt (same settings).")
 _SEED = typer.Option(0, "--seed", help="Seed of the initial weights, the sample order and the step noise.")
 _LR = typer.Option(PAPER_LR, "--lr", min=0.0, help="AdamW learning rate (paper: 2.5e-5).")
@@ -50,6 +56,11 @@ def train_static(
     data_dir: Path = typer.Argument(..., help="Preprocessed DATA_DIR (its train split is used).", show_default=False),
     output: Path = _OUTPUT,
     preset: str = typer.Option("tiny", "--preset", help=f"Model size: {', '.join(PRESETS)}."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Continue from this stage-I checkpoint (a fine-tune; its model replaces --preset)."),
+    footprint: Optional[float] = typer.Option(
+        None, "--footprint", min=0.0,
+        help="Surface footprint of the splats in neighbour steps (default: the preset's or --init's; 0: free splats).",
+    ),
     steps: int = _STEPS,
     batch_size: int = _BATCH,
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Image size (default: the preset's: 64, 128 or 256)."),
@@ -58,6 +69,9 @@ def train_static(
     prior: Optional[Path] = _PRIOR,
     vggface: Optional[Path] = _VGGFACE,
     mouth_weight: float = _MOUTH,
+    sds_views: str = _SDS_VIEWS,
+    sds_crop: str = _SDS_CROP,
+    depth_smoothness: float = _SMOOTH,
     resume: bool = _RESUME,
     seed: int = _SEED,
     lr: float = _LR,
@@ -71,8 +85,9 @@ def train_static(
     if preset not in PRESETS:
         raise SplatPortraitError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
     config = _config(
-        "static", data_dir, preset=preset, resolution=resolution, steps=steps, batch_size=batch_size,
-        lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface, mouth_weight=mouth_weight,
+        "static", data_dir, preset=preset, init=str(init.resolve()) if init else None, footprint=footprint, resolution=resolution,
+        steps=steps, batch_size=batch_size, lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface,
+        mouth_weight=mouth_weight, sds_views=sds_views, sds_crop=sds_crop, depth_smoothness_weight=depth_smoothness,
         seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     _run(config, output, device, resume)
@@ -95,6 +110,9 @@ def train_dynamic(
         0.0, "--lip-weight", min=0.0,
         help="Weight of the landmark lip-shape loss on the audio-moved lip splats (0: off, as in the paper; try 1).",
     ),
+    sds_views: str = _SDS_VIEWS,
+    sds_crop: str = _SDS_CROP,
+    depth_smoothness: float = _SMOOTH,
     resume: bool = _RESUME,
     seed: int = _SEED,
     lr: float = _LR,
@@ -108,7 +126,8 @@ def train_dynamic(
     config = _config(
         "dynamic", data_dir, init=str(init.resolve()), resolution=resolution, steps=steps, batch_size=batch_size,
         lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface, freeze_static=freeze_static,
-        mouth_weight=mouth_weight, lip_weight=lip_weight, seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
+        mouth_weight=mouth_weight, lip_weight=lip_weight, sds_views=sds_views, sds_crop=sds_crop, depth_smoothness_weight=depth_smoothness,
+        seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     _run(config, output, device, resume)
 

@@ -290,6 +290,32 @@ def test_two_gloo_processes_hold_identical_weights_and_only_rank_0_writes(data_d
     assert (meta["world_size"], meta["samples"]) == (2, 6)
 
 
+def test_stage_one_fine_tunes_a_checkpoint_under_a_new_footprint_with_depth_smoothness(data_dir, static_ckpt, tmp_path):
+    run = tmp_path / "fine-tune"
+    args = ["train-static", str(data_dir), "--init", str(static_ckpt), "--footprint", "0.5", "--depth-smoothness", "0.01",
+            "-o", str(run), "--steps", "2", *CLI_FAST]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model, meta = load_checkpoint(run / "static.ckpt")
+    assert model.config.generator.footprint == 0.5
+    assert load_checkpoint(static_ckpt)[0].config.generator.footprint == 0.0
+    assert meta["config"]["init"] == str(static_ckpt.resolve()) and "depth_smoothness" in meta["losses"]
+    before, after = _weights(static_ckpt), _weights(run / "static.ckpt")
+    assert before.keys() == after.keys()
+    assert not torch.equal(before["generator.unet.conv_out.weight"], after["generator.unet.conv_out.weight"])
+
+
+def test_training_settings_of_the_geometry_terms_are_checked():
+    with pytest.raises(ValueError, match="footprint must not be negative"):
+        TrainConfig("static", "data", footprint=-1.0)
+    with pytest.raises(ValueError, match="depth_smoothness_weight must not be negative"):
+        TrainConfig("static", "data", depth_smoothness_weight=-1.0)
+    with pytest.raises(ValueError, match="sds_views must be one of bullet, uniform and sds_crop one of landmarks, centre, got 'box', 'landmarks'"):
+        TrainConfig("static", "data", sds_views="box")
+    with pytest.raises(ValueError, match="freeze_static belongs to stage II"):
+        TrainConfig("static", "data", freeze_static=True)
+
+
 # ----------------------------------------------------------------------------------- stage II
 
 

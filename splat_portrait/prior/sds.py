@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from splat_portrait.camera import orbit_around
+from splat_portrait.face.crop import ffhq_box
+from splat_portrait.face.detect import detect_landmarks
 from splat_portrait.prior.edm import Denoiser, EDMSchedule, euler_step
 
 
@@ -117,3 +120,54 @@ def ffhq_crop(images: Tensor, size: int, crop: float = 1.0) -> Tensor:
     if side == size:
         return square
     return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def bullet_poses(c2w: Tensor, generator: torch.Generator | None = None, yaw_deg: float = 45.0, pitch_deg: float = 12.5) -> Tensor:
+    """Cameras at uniformly random points of the paper's bullet path around each source camera ``c2w`` (B, 4, 4).
+
+    The path is the figure-eight ``yaw = yaw_deg sin(phi)``, ``pitch = pitch_deg sin(2 phi)``
+    (the ``bullet`` camera trajectory); uniform ``phi`` spends most draws near the extreme yaws,
+    where the training frames show nothing, instead of spreading them over a box.
+    """
+    device = generator.device if generator is not None else c2w.device
+    phi = 2 * math.pi * torch.rand(c2w.shape[:-2], generator=generator, device=device).to(c2w)
+    return orbit_around(c2w, math.radians(yaw_deg) * torch.sin(phi), math.radians(pitch_deg) * torch.sin(2 * phi))
+
+
+def aligned_crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Squares ``boxes`` (B, 3) = (cx, cy, side) in pixels cut out of ``images`` (B, C, H, W) and resized to ``size``.
+
+    The differentiable counterpart of preprocessing's crop: bilinear resampling at the image's own
+    resolution, reflecting the image where a box leaves it (as FFHQ does), then an antialiased
+    resize to the prior's size. Gradients reach the images, not the boxes.
+    """
+    b, _, h, w = images.shape
+    cx, cy, side = boxes.detach().to(images).unbind(-1)
+    zero = torch.zeros_like(cx)
+    # affine_grid maps output coordinates in [-1, 1] onto input ones; the input's [-1, 1] spans its pixels' edges.
+    theta = torch.stack([
+        torch.stack([side / w, zero, 2 * cx / w - 1], -1),
+        torch.stack([zero, side / h, 2 * cy / h - 1], -1),
+    ], -2)  # fmt: skip
+    grid = F.affine_grid(theta, (b, images.shape[1], h, w), align_corners=False)
+    square = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if h == size:
+        return square
+    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def landmark_boxes(images: Tensor) -> tuple[Tensor, Tensor]:
+    """The preprocessing crop box (B, 3) of the face dlib finds in each render (B, 3, H, W) in [0, 1], and which had one (B,).
+
+    A render without a detectable face keeps the whole image, the framing every render starts from.
+    """
+    b, _, h, w = images.shape
+    pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    boxes = torch.tensor([[w / 2, h / 2, float(min(h, w))]] * b, dtype=torch.float64)
+    found = torch.zeros(b, dtype=torch.bool)
+    for i, image in enumerate(pixels):
+        landmarks = detect_landmarks(image)
+        if landmarks is not None:
+            boxes[i] = torch.from_numpy(ffhq_box(landmarks.astype(np.float64)))
+            found[i] = True
+    return boxes.to(images.device), found

@@ -16,6 +16,8 @@ from splat_portrait.models.config import config_from_dict, config_to_dict
 
 Stage = Literal["static", "dynamic"]
 STAGES: tuple[str, ...] = ("static", "dynamic")
+SDS_VIEWS: tuple[str, ...] = ("bullet", "uniform")
+SDS_CROPS: tuple[str, ...] = ("landmarks", "centre")
 # The paper's optimiser (Sec. 3.4).
 PAPER_LR = 2.5e-5
 PAPER_WEIGHT_DECAY = 1e-5
@@ -37,8 +39,12 @@ class TrainConfig:
     data_dir: str
     # Stage I's model size; stage II takes its model (and size) from ``init``.
     preset: str = "tiny"
-    # Stage II starts from this stage-I checkpoint.
+    # Stage II starts from this stage-I checkpoint; stage I may continue one (a fine-tune).
     init: Optional[str] = None
+    # The generator's surface footprint (models/footprint.py); None keeps the preset's or init's.
+    footprint: Optional[float] = None
+    # Edge-aware smoothness of the predicted depth surface (losses/geometry.py).
+    depth_smoothness_weight: float = 0.0
     resolution: Optional[int] = None
     steps: int = 1000
     batch_size: int = 4
@@ -60,6 +66,11 @@ class TrainConfig:
     sds_euler_steps: Optional[int] = None
     sds_yaw_deg: float = 45.0
     sds_pitch_deg: float = 12.5
+    # Where SDS looks: points of the bullet path ("bullet", the paper's) or a uniform yaw x pitch box.
+    sds_views: str = "bullet"
+    # The prior's framing of a render: the crop preprocessing would cut around the face dlib finds
+    # in it ("landmarks", falling back to the whole render) or the render as it is ("centre").
+    sds_crop: str = "landmarks"
     freeze_static: bool = False
     # Mouth-aware terms (losses/mouth.py), from the landmarks preprocess stores; clips without
     # landmarks (synthetic ones) simply do not contribute to them.
@@ -82,17 +93,22 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "preview_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "lip_weight", "workers"):
+        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "lip_weight", "depth_smoothness_weight", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.stage == "dynamic" and self.init is None:
             raise ValueError("stage II (dynamic) starts from a stage-I checkpoint: init is required")
-        if self.stage == "static" and (self.init is not None or self.freeze_static):
-            raise ValueError("init and freeze_static belong to stage II (dynamic)")
+        if self.stage == "static" and self.freeze_static:
+            raise ValueError("freeze_static belongs to stage II (dynamic)")
+        if self.footprint is not None and self.footprint < 0:
+            raise ValueError(f"footprint must not be negative, got {self.footprint}")
         if self.mouth_weight < 1:
             raise ValueError(f"mouth_weight must be at least 1 (1 weighs the mouth like any pixel), got {self.mouth_weight}")
         if self.lip_weight > 0 and self.stage != "dynamic":
             raise ValueError("the lip loss (lip_weight > 0) moves splats by their audio offsets: it belongs to stage II (dynamic)")
+        if self.sds_views not in SDS_VIEWS or self.sds_crop not in SDS_CROPS:
+            raise ValueError(f"sds_views must be one of {', '.join(SDS_VIEWS)} and sds_crop one of {', '.join(SDS_CROPS)}, "
+                             f"got {self.sds_views!r}, {self.sds_crop!r}")
         if self.sds_weight > 0 and self.prior is None:
             raise ValueError("score distillation (sds_weight > 0) needs a prior checkpoint")
 

@@ -19,6 +19,7 @@ checkpoint is written, so the last checkpoint stays the last good one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -97,6 +98,14 @@ def initial_model(config: TrainConfig, resolution: int, feature_dim: int) -> Tal
         return TalkingHead(model_config)
 
 
+def with_footprint(model: TalkingHead, footprint: float) -> TalkingHead:
+    """The same weights under another surface footprint (it has no parameters of its own)."""
+    generator = dataclasses.replace(model.config.generator, footprint=footprint)
+    rebuilt = TalkingHead(dataclasses.replace(model.config, generator=generator))
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt
+
+
 class Trainer:
     """One process's part of a run; build it with :func:`train`."""
 
@@ -105,8 +114,8 @@ class Trainer:
         self.resume_path = run_dir / state.RESUME_FILE
         self.model_path = state.model_file(run_dir, config.stage)
         saved = self._resume_state(resume)
-        # Stage II starts from the stage-I model, unless a resumed run brings its own.
-        init = load_checkpoint(config.init) if config.stage == "dynamic" and saved is None else None
+        # Stage II starts from the stage-I model (stage I may too), unless a resumed run brings its own.
+        init = load_checkpoint(config.init) if config.init is not None and saved is None else None
         self.dataset = self._dataset(saved, init)
         self.feature_spec, model = self._model(saved, init)
         self.model = model.to(context.device)
@@ -182,6 +191,8 @@ class Trainer:
             trained_spec = FeatureSpec.from_json(spec_json) if spec_json else None
         else:
             model, trained_spec = initial_model(config, self.dataset.resolution, data_spec.dim), data_spec
+        if saved is None and config.footprint is not None:
+            model = with_footprint(model, config.footprint)
         if config.stage == "dynamic":
             check_model_reads(trained_spec, model.config.dynamic.audio.feature_dim, data_spec, config.data_dir)
         return trained_spec or data_spec, model

@@ -8,9 +8,11 @@ over a random flat colour and over the predicted 2D background (Sec. 3.1). Stage
 Δd = 0 (eq. 2). Every term sums over the two views and averages over the backgrounds and the
 batch, so ``l2`` is eq. 1's ``||I_i - I_i*||² + ||I_n - I_n*||²`` with per-pixel means.
 
-Score distillation renders the static splats at a random extreme pose (yaw +-45, pitch +-12.5
-degrees around the source camera), brings the render into the prior's framing and pulls it
-towards the prior's denoised version (Sec. 3.3).
+Score distillation renders the static splats at a random point of the bullet path (yaw +-45,
+pitch +-12.5 degrees around the source camera), cuts the crop preprocessing would cut around the
+face found in the render (the prior's training framing) and pulls it towards the prior's
+denoised version (Sec. 3.3). The optional depth-smoothness term (losses/geometry.py) asks the
+source view's depth map to be locally planar away from image edges.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from splat_portrait import camera
 from splat_portrait.losses import LPIPSLoss, VGGFaceLoss, mse
 from splat_portrait.losses.mouth import MOUTH, lip_shape_loss, mouth_weights, points_under, weighted_mse
 from splat_portrait.models.talking_head import Encoded, TalkingHead
-from splat_portrait.prior import EDMDenoiser, ffhq_crop, load_denoiser, random_extreme_poses, score_distillation_loss
+from splat_portrait.losses.geometry import depth_smoothness
+from splat_portrait.prior import (
+    EDMDenoiser, aligned_crop, bullet_poses, ffhq_crop, landmark_boxes, load_denoiser, random_extreme_poses, score_distillation_loss,
+)  # fmt: skip
 from splat_portrait.render import RenderOutput, render
 from splat_portrait.splats import Splats
 from splat_portrait.training.config import TrainConfig
@@ -126,10 +131,14 @@ def sds_term(
 ) -> Tensor:
     """Score distillation on the static splats rendered at random extreme poses over the predicted background."""
     c2w = batch["c2w_i"]
-    extreme = random_extreme_poses(c2w, generator, config.sds_yaw_deg, config.sds_pitch_deg)
+    poses = bullet_poses if config.sds_views == "bullet" else random_extreme_poses
+    extreme = poses(c2w, generator, config.sds_yaw_deg, config.sds_pitch_deg)
     view = render_view(prediction.static, c2w, extreme, batch["intrinsics_i"], size, config.render_backend)
     image = composite(view, prediction.encoded.background_hwc)
-    x_clean = ffhq_crop(image * 2 - 1, prior.resolution)
+    if config.sds_crop == "landmarks":
+        x_clean = aligned_crop(image * 2 - 1, landmark_boxes(image)[0], prior.resolution)
+    else:
+        x_clean = ffhq_crop(image * 2 - 1, prior.resolution)
     return score_distillation_loss(x_clean, prior, prior.config.schedule, generator, config.sds_band, config.sds_euler_steps)
 
 
@@ -151,13 +160,13 @@ def lip_term(prediction: Prediction, batch: dict[str, Any], size: int) -> Tensor
 def weighted_total(terms: dict[str, Tensor], config: TrainConfig) -> Tensor:
     weights = {
         "l2": 1.0, "lpips": config.lpips_weight, "vggface": config.vggface_weight, "sds": config.sds_weight,
-        "lip": config.lip_weight,
+        "lip": config.lip_weight, "depth_smoothness": config.depth_smoothness_weight,
     }  # fmt: skip
     return sum(weights[name] * value for name, value in terms.items())
 
 
 class Objective(nn.Module):
-    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "lip", "sds",] "total"}`` for one batch.
+    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "lip", "depth_smoothness", "sds",] "total"}`` for one batch.
 
     The module ``DistributedDataParallel`` wraps: gradients are averaged across processes when
     they flow back through this forward. The critics are not submodules (they are frozen and
@@ -190,6 +199,8 @@ class Objective(nn.Module):
         terms = reconstruction_terms(renders, targets, self.critics, pixel_weights)
         if config.lip_weight > 0:
             terms["lip"] = lip_term(prediction, batch, size)
+        if config.depth_smoothness_weight > 0:
+            terms["depth_smoothness"] = depth_smoothness(prediction.encoded.maps.depth, batch["image_i"], intrinsics)
         if self.critics.prior is not None:
             terms["sds"] = sds_term(prediction, batch, self.critics.prior, config, generator, size)
         terms["total"] = weighted_total(terms, config)
