@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--dynamic-steps", type=int, default=600, help="stage II steps (0: stage I only)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--depth-smoothness", type=float, default=0.0,
+                        help="depth-smoothness weight (default 0: the paper's objective, as the committed figures were made)")
     parser.add_argument("--speed-steps", type=int, default=6)
     parser.add_argument("--speed-presets", default="tiny,small", help="comma-separated presets to time (paper: 256^2, very slow on CPU)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep data and runs here (default: a temporary folder)")
@@ -176,7 +178,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
           f"in {time.perf_counter() - started:.0f} s")  # fmt: skip
     print(f"NOTE: learning rate {args.lr:g} (the paper's 2.5e-5 is too slow for {args.static_steps} CPU steps); batch {args.batch_size}")
 
-    common = dict(batch_size=args.batch_size, lr=args.lr, lpips_weight=0.0, checkpoint_every=100)
+    common = dict(batch_size=args.batch_size, lr=args.lr, lpips_weight=0.0, checkpoint_every=100, depth_smoothness_weight=args.depth_smoothness)
     static = TrainConfig("static", str(data), preset="tiny", steps=args.static_steps, **common)
     untrained = initial_model(static, 64, layout.read_meta(layout.complete_clips(data)[0]).audio_features.dim)
     before = static_quality(untrained, data)

@@ -41,7 +41,10 @@ _SDS_CROP = typer.Option(
     "landmarks", "--sds-crop",
     help="The prior's framing of a render: 'landmarks' (preprocessing's crop around the face found in it) or 'centre' (the render as is).",
 )  # fmt: skip
-_SMOOTH = typer.Option(0.0, "--depth-smoothness", min=0.0, help="Weight of the edge-aware depth-smoothness term (0: off; try 0.01).")
+_SMOOTH = typer.Option(
+    TrainConfig.depth_smoothness_weight, "--depth-smoothness", min=0.0,
+    help="Weight of the edge-aware depth-smoothness term, which keeps turned views from tearing (0: off, the paper's objective).",
+)  # fmt: skip
 _RESUME = typer.Option(False, "--resume", help="Continue the run in RUN_DIR from last.ckpt (same settings).")
 _SEED = typer.Option(0, "--seed", help="Seed of the initial weights, the sample order and the step noise.")
 _LR = typer.Option(PAPER_LR, "--lr", min=0.0, help="AdamW learning rate (paper: 2.5e-5).")

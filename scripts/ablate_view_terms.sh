@@ -9,8 +9,9 @@
 #
 # Rows: the stage-I checkpoint as it is; the same weights with the surface footprint switched on and
 # not trained (one step at learning rate 0); then STEPS fine-tuning steps without the footprint, with
-# it, with it and the depth-smoothness term, and (when PRIOR names a face denoiser, e.g. from
-# `splat-portrait train-prior DIR/data`) with it and score distillation on the bullet path.
+# it, with it and the depth-smoothness term, and (when PRIOR names a face denoiser file; one is trained
+# on DIR/data with `splat-portrait train-prior` if it does not exist) with both and score distillation
+# on the bullet path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SP=${SP:-.venv/bin/splat-portrait}
@@ -23,14 +24,16 @@ PRIOR=${PRIOR:-}
 COMMON=(--batch-size 4 --lpips-weight 0 --mouth-weight 10 --seed 1 --init "$INIT")
 NAMES=(stage-I footprint-untrained continue footprint footprint+smooth)
 declare -A SETTINGS=(
-  [footprint-untrained]="--footprint 0.5 --steps 1 --lr 0"
-  [continue]="--footprint 0 --steps $STEPS --lr 1e-4"
-  [footprint]="--footprint 0.5 --steps $STEPS --lr 1e-4"
+  [footprint-untrained]="--footprint 0.5 --depth-smoothness 0 --steps 1 --lr 0"
+  [continue]="--footprint 0 --depth-smoothness 0 --steps $STEPS --lr 1e-4"
+  [footprint]="--footprint 0.5 --depth-smoothness 0 --steps $STEPS --lr 1e-4"
   [footprint+smooth]="--footprint 0.5 --depth-smoothness 0.01 --steps $STEPS --lr 1e-4"
 )
 if [ -n "$PRIOR" ]; then
+  # The face prior, trained on the same frames when it is not there yet (the offline way to get one).
+  [ -f "$PRIOR" ] || $SP train-prior "$DATA" -o "$PRIOR" --preset tiny --steps "${PRIOR_STEPS:-1500}" --checkpoint-every 500
   NAMES+=(footprint+sds)
-  SETTINGS[footprint+sds]="--footprint 0.5 --steps $STEPS --lr 1e-4 --prior $PRIOR --sds-weight 1"
+  SETTINGS[footprint+sds]="--footprint 0.5 --depth-smoothness 0.01 --steps $STEPS --lr 1e-4 --prior $PRIOR --sds-weight 1"
 fi
 for name in "${NAMES[@]}"; do
   run=$RUNS/ablation-views/$name

@@ -32,6 +32,7 @@ SOURCES = {
     "sync-expert": ("sync_expert.json", ".venv/bin/python benchmarks/sync_expert.py runs/default-model/sync.ckpt runs/default-model/data --json benchmarks/results/sync_expert.json"),
     "ablation-mouth": ("ablation_mouth.json", "bash scripts/ablate_mouth_terms.sh"),
     "views": ("views.json", ".venv/bin/python benchmarks/views.py --json benchmarks/results/views.json"),
+    "ablation-views": ("ablation_views.json", "RUNS=runs/abl INIT=runs/v2/static/static.ckpt PRIOR=runs/abl/prior.ckpt bash scripts/ablate_view_terms.sh"),
     "stream": ("stream.json", ".venv/bin/python benchmarks/stream.py --json benchmarks/results/stream.json"),
 }
 
@@ -143,6 +144,25 @@ def ablation_table() -> str:
     return table(headers, rows) + "\n\n" + provenance(data, "ablation-mouth")
 
 
+def views_ablation_table() -> str:
+    data = load("ablation-views")
+    steps = data["fine_tune_steps"]
+    labels = {
+        "stage-I": "stage-I checkpoint as it is (free splats)", "footprint-untrained": "footprint 0.5 switched on, not trained",
+        "continue": f"{steps} more steps, free splats", "footprint": f"{steps} steps with footprint 0.5",
+        "footprint+smooth": f"{steps} steps, footprint 0.5 + depth smoothness 0.01", "footprint+sds": f"{steps} steps, footprint 0.5 + depth smoothness 0.01 + SDS (bullet path, landmark crop)",
+    }  # fmt: skip
+    rows = []
+    for name, row in data["rows"].items():
+        held, samples = row["held_out"], row["samples"]
+        rows.append([labels.get(name, name), score(held.get("psnr"), "psnr", "n/a"), score(held.get("ssim"), "ssim", "n/a"),
+                     f"{held['views_face']:.2f}", score(held["views_csim"], "csim", "-"), f"{held['views_tearing']:+.3f}",
+                     f"{samples['face_found']:.2f}", score(samples["csim"], "csim", "-"), f"{samples['tearing_mean']:+.3f}"])  # fmt: skip
+    headers = ["stage I fine-tune from one checkpoint", "PSNR ↑ (held-out)", "SSIM ↑", "views: face ↑", "views: CSIM ↑",
+               "views: tearing ↓", "samples: face ↑", "samples: CSIM ↑", "samples: tearing ↓"]  # fmt: skip
+    return table(headers, rows) + "\n\n" + provenance(data, "ablation-views")
+
+
 def sync_expert_table() -> str:
     data = load("sync-expert")
     rows = []
@@ -188,6 +208,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "sync-expert": sync_expert_table,
     "ablation-mouth": ablation_table,
     "views": views_table,
+    "ablation-views": views_ablation_table,
     "paper-hdtf": paper_table,
 }
 _BLOCK = re.compile(r"<!-- figures:([a-z-]+) -->\n.*?<!-- /figures:\1 -->", re.S)

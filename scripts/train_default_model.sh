@@ -12,7 +12,8 @@
 # cannot be downloaded on our machines (see README). The bundled model predates mouth-aware training
 # (off by default) and per-utterance feature normalisation, so un-normalised features are asked for;
 # it also predates the room tone in synthetic pauses (commit 127eeb2): its exact figures come from a
-# checkout before that commit.
+# checkout before that commit. It also predates the surface footprint and the depth-smoothness term
+# (both on by default now, see README "Novel views"), so they are switched off here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SP=${SP:-.venv/bin/splat-portrait}
@@ -21,12 +22,12 @@ RUNS=${RUNS:-runs/default-model}
 DATA=$RUNS/data
 STATIC_STEPS=${STATIC_STEPS:-1200}
 DYNAMIC_STEPS=${DYNAMIC_STEPS:-800}
-COMMON=(--batch-size 4 --lr 2e-4 --lpips-weight 0 --checkpoint-every 250 --seed 0)
+COMMON=(--batch-size 4 --lr 2e-4 --lpips-weight 0 --checkpoint-every 250 --seed 0 --depth-smoothness 0)
 
 $SP preprocess "$SHARED/videos" -o "$DATA" --size 128 --test-fraction 0.25 --audio-norm none
 $SP synth -o "$DATA" --clips 24 --seconds 5 --size 128 --seed 0 --test-fraction 0.25 --speech voiced --audio-norm none
 
-$SP train-static "$DATA" -o "$RUNS/static" --preset small --resolution 128 --steps "$STATIC_STEPS" "${COMMON[@]}"
+$SP train-static "$DATA" -o "$RUNS/static" --preset small --footprint 0 --resolution 128 --steps "$STATIC_STEPS" "${COMMON[@]}"
 $SP train-dynamic "$DATA" --init "$RUNS/static/static.ckpt" -o "$RUNS/dynamic" --steps "$DYNAMIC_STEPS" "${COMMON[@]}"
 
 $SP export "$RUNS/dynamic/dynamic.ckpt" -o splat_portrait/assets/default

@@ -45,7 +45,7 @@ def main() -> None:
             blocks.append(np.concatenate([np.asarray(t) for t in tiles], 1))
     sheet = Image.fromarray(np.concatenate(blocks, 0))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.output, quality=88)
+    sheet.save(args.output, quality=75)
     print(f"wrote {args.output} ({sheet.width}x{sheet.height}): rows {', '.join(n for n, _ in rows)} per portrait; yaws {YAWS}")
 
 

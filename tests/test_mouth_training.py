@@ -165,7 +165,7 @@ def test_the_lip_loss_trains_the_dynamic_decoder_to_move_the_lips(data_dir):
     batch = _batch(data_dir, 4)
     torch.manual_seed(0)
     model = TalkingHead(preset("tiny", image_size=SIZE))
-    config = TrainConfig("dynamic", str(data_dir), init="x", lpips_weight=0.0, lip_weight=1.0)
+    config = TrainConfig("dynamic", str(data_dir), init="x", lpips_weight=0.0, lip_weight=1.0, depth_smoothness_weight=0.0)
     terms = Objective(model, Critics(), config)(batch, torch.Generator().manual_seed(0))
     assert terms["lip"] > 0
     torch.testing.assert_close(terms["total"], terms["l2"] + terms["lip"])

@@ -126,9 +126,9 @@ def test_score_distillation_term_reaches_the_generator(data_dir, tmp_path):
     critics = loop.build_critics(settings, "cpu")
     model = TalkingHead(preset("tiny", image_size=SIZE))
     terms = Objective(model, critics, settings)(_batch(data_dir, 1), torch.Generator().manual_seed(0))
-    assert sorted(terms) == ["l2", "sds", "total"]
+    assert sorted(terms) == ["depth_smoothness", "l2", "sds", "total"]
     assert terms["sds"].item() > 0
-    torch.testing.assert_close(terms["total"], terms["l2"] + 0.5 * terms["sds"])
+    torch.testing.assert_close(terms["total"], terms["l2"] + 0.01 * terms["depth_smoothness"] + 0.5 * terms["sds"])
     terms["sds"].backward()
     assert model.generator.unet.conv_out.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in critics.prior.parameters())

@@ -62,8 +62,9 @@ class GeneratorConfig:
     # The colour head adds to logit(input pixel); clamping the input keeps that logit finite.
     color_clamp: float = 0.01
     # Surface footprint (models/footprint.py): splats read their rotation in their pixel's surface
-    # frame and are at least this many neighbour steps wide along it (0: free splats, as trained
-    # before it existed); steps count at most footprint_max_px pixels.
+    # frame and are at least this many neighbour steps wide along it; steps count at most
+    # footprint_max_px pixels. 0 (free splats) is what checkpoints from before it mean; the small
+    # and paper presets use 0.5, the winner of scripts/ablate_view_terms.sh.
     footprint: float = 0.0
     footprint_max_px: float = 3.0
 
@@ -133,7 +134,8 @@ PRESETS: dict[str, ModelConfig] = {
             unet=UNetConfig(
                 image_size=128, base_channels=32, channel_mults=(1, 2, 2, 3), blocks_per_res=2,
                 attention_resolutions=(16,), embedding_dim=128,
-            )
+            ),
+            footprint=0.5,
         ),
         dynamic=DynamicConfig(
             audio=AudioConfig(hidden_channels=64, embedding_dim=64, time_embedding_dim=32),
@@ -147,7 +149,8 @@ PRESETS: dict[str, ModelConfig] = {
             unet=UNetConfig(
                 image_size=256, base_channels=128, channel_mults=(1, 2, 2, 2, 2), blocks_per_res=4,
                 attention_resolutions=(16,), embedding_dim=512,
-            )
+            ),
+            footprint=0.5,
         ),
         dynamic=DynamicConfig(
             audio=AudioConfig(feature_dim=1024, hidden_channels=64, embedding_dim=64, time_embedding_dim=32),
