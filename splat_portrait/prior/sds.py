@@ -1,8 +1,10 @@
 """Score distillation from a 2D face prior (the paper's Sec. 3.3).
 
-A training step renders the predicted splats at a random extreme pose (:func:`random_extreme_poses`;
-splats live in the source view, so the viewmat is ``camera.relative_pose(c2w_source, c2w_extreme)``),
-brings the render into the prior's framing and range (:func:`ffhq_crop`, values in [-1, 1]), and
+A training step renders the predicted splats at a random extreme pose (a point of the bullet path,
+:func:`bullet_poses`, or of a yaw x pitch box, :func:`random_extreme_poses`; splats live in the source
+view, so the viewmat is ``camera.relative_pose(c2w_source, c2w_extreme)``), brings the render into
+the prior's framing and range (:func:`aligned_crop` of the box preprocessing would cut around the
+face :func:`landmark_boxes` finds in it, or :func:`ffhq_crop` as it is; values in [-1, 1]), and
 adds :func:`score_distillation_loss`: noise the render, denoise it with Euler steps of the prior's
 sampler, and pull the render towards the result.
 
