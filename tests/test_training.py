@@ -303,6 +303,11 @@ def test_stage_one_fine_tunes_a_checkpoint_under_a_new_footprint_with_depth_smoo
     before, after = _weights(static_ckpt), _weights(run / "static.ckpt")
     assert before.keys() == after.keys()
     assert not torch.equal(before["generator.unet.conv_out.weight"], after["generator.unet.conv_out.weight"])
+    # Stage II keeps the footprint its stage-I checkpoint was trained with.
+    dynamic = tmp_path / "dynamic"
+    result = CliRunner().invoke(app, ["train-dynamic", str(data_dir), "--init", str(run / "static.ckpt"), "-o", str(dynamic), "--steps", "1", *CLI_FAST])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(dynamic / "dynamic.ckpt")[0].config.generator.footprint == 0.5
 
 
 def test_training_settings_of_the_geometry_terms_are_checked():
