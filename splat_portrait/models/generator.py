@@ -102,12 +102,17 @@ class StaticGenerator(nn.Module):
         offset = cfg.max_static_offset * torch.tanh(off)
         rotation = F.normalize(torch.cat([r[:, :1] + 1, r[:, 1:]], dim=1), dim=1)
         if cfg.footprint > 0:
-            rays = pixel_rays(intrinsics, *image.shape[-2:]).permute(0, 3, 1, 2)
-            points = rays * depth + offset
+            points = splat_centres(intrinsics, depth, offset)
             rotation, scale = cover_surface(points, rotation, scale, pixel_size, cfg.footprint, cfg.footprint_max_px)
         pixels = ((image + 1) / 2).clamp(cfg.color_clamp, 1 - cfg.color_clamp)
         color = torch.sigmoid(torch.log(pixels / (1 - pixels)) + c)
         return torch.cat([opacity, scale, depth, offset, rotation, color], dim=1)
+
+
+def splat_centres(intrinsics: Tensor, depth: Tensor, offset: Tensor) -> Tensor:
+    """Splat centres (B, 3, H, W) in the source camera's view space: ``p = ray * depth + offset``."""
+    rays = pixel_rays(intrinsics, *depth.shape[-2:]).permute(0, 3, 1, 2)
+    return rays * depth + offset
 
 
 def to_splats(attributes: Tensor, intrinsics: Tensor, dynamic_offsets: Tensor | None = None) -> Splats:
@@ -117,13 +122,11 @@ def to_splats(attributes: Tensor, intrinsics: Tensor, dynamic_offsets: Tensor | 
     camera's, ``dynamic_offsets`` (B, 3, H, W) from the dynamic decoder (None: the static head).
     """
     maps = GaussianMaps.from_attributes(attributes)
-    b, _, h, w = attributes.shape
 
     def per_splat(t: Tensor) -> Tensor:
         return t.flatten(2).transpose(1, 2)
 
-    rays = pixel_rays(intrinsics, h, w).reshape(b, h * w, 3)
-    means = rays * per_splat(maps.depth) + per_splat(maps.offset)
+    means = per_splat(splat_centres(intrinsics, maps.depth, maps.offset))
     if dynamic_offsets is not None:
         means = means + per_splat(dynamic_offsets)
     return Splats(

@@ -118,8 +118,12 @@ def ffhq_crop(images: Tensor, size: int, crop: float = 1.0) -> Tensor:
     h, w = images.shape[-2:]
     side = max(1, round(crop * min(h, w)))
     top, left = (h - side) // 2, (w - side) // 2
-    square = images[..., top : top + side, left : left + side]
-    if side == size:
+    return _resize_square(images[..., top : top + side, left : left + side], size)
+
+
+def _resize_square(square: Tensor, size: int) -> Tensor:
+    """Square images resized to ``size`` (antialiased when shrinking); unchanged at that size already."""
+    if square.shape[-1] == size:
         return square
     return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
@@ -152,10 +156,7 @@ def aligned_crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
         torch.stack([zero, side / h, 2 * cy / h - 1], -1),
     ], -2)  # fmt: skip
     grid = F.affine_grid(theta, (b, images.shape[1], h, w), align_corners=False)
-    square = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    if h == size:
-        return square
-    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return _resize_square(F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False), size)
 
 
 def landmark_boxes(images: Tensor) -> tuple[Tensor, Tensor]:

@@ -87,9 +87,10 @@ def train(
 
 
 def initial_model(config: TrainConfig, resolution: int, feature_dim: int) -> TalkingHead:
-    """The untrained stage-I model of ``config``: its preset at ``resolution``, seeded by ``config.seed``."""
+    """The untrained stage-I model of ``config``: its preset at ``resolution`` (and ``config.footprint``), seeded by ``config.seed``."""
+    overrides = {} if config.footprint is None else {"footprint": config.footprint}
     try:
-        model_config = preset(config.preset, image_size=resolution, feature_dim=feature_dim)
+        model_config = preset(config.preset, image_size=resolution, feature_dim=feature_dim, **overrides)
     except ValueError as err:
         raise SplatPortraitError(f"cannot build the {config.preset} model at {resolution}^2: {err}") from None
     # Seeded initial weights without touching the caller's global generator.
@@ -186,13 +187,13 @@ class Trainer:
             trained_spec, model = FeatureSpec.from_json(saved["feature_spec"]), saved["model"]
         elif init is not None:
             model, meta = init
+            if config.footprint is not None and config.footprint != model.config.generator.footprint:
+                model = with_footprint(model, config.footprint)
             # A checkpoint written elsewhere may carry no training metadata; then only the width is checked.
             spec_json = meta.get("feature_spec") if isinstance(meta, dict) else None
             trained_spec = FeatureSpec.from_json(spec_json) if spec_json else None
         else:
             model, trained_spec = initial_model(config, self.dataset.resolution, data_spec.dim), data_spec
-        if saved is None and config.footprint is not None:
-            model = with_footprint(model, config.footprint)
         if config.stage == "dynamic":
             check_model_reads(trained_spec, model.config.dynamic.audio.feature_dim, data_spec, config.data_dir)
         return trained_spec or data_spec, model
