@@ -12,10 +12,10 @@ from splat_portrait.data.datasets import DynamicDataset
 from splat_portrait.data.synthetic import SynthConfig, synthesize_clip, write_synthetic_dataset
 from splat_portrait.data.synthetic.speech import room_noise
 from splat_portrait.errors import SplatPortraitError
-from splat_portrait.losses.mouth import MOUTH, lip_shape_loss, mouth_weights, points_under, weighted_mse
+from splat_portrait.losses.mouth import MOUTH, lip_gap_loss, lip_shape_loss, mouth_weights, points_under, weighted_mse
 from splat_portrait.models import TalkingHead, preset
 from splat_portrait.training import TrainConfig
-from splat_portrait.training.objective import Critics, Objective, lip_term, predict
+from splat_portrait.training.objective import Critics, Objective, lip_terms, predict
 
 SIZE = 32
 
@@ -99,6 +99,29 @@ def test_lip_shape_loss_known_answers():
     assert nothing.item() == 0 and torch.equal(lips.grad, torch.zeros_like(lips))
 
 
+def test_lip_gap_loss_known_answers():
+    closed, opened = face(0.0), face(0.1)
+    known = torch.tensor([True])
+    assert lip_gap_loss(closed[None, MOUTH], closed[None], known).item() == pytest.approx(0, abs=1e-5)
+    # Inner lips 0.1 apart against closed ones: 0.1 / face height 0.5, either way round.
+    assert lip_gap_loss(opened[None, MOUTH], closed[None], known).item() == pytest.approx(0.2, abs=1e-5)
+    assert lip_gap_loss(closed[None, MOUTH], opened[None], known).item() == pytest.approx(0.2, abs=1e-5)
+    # Lips crossed over (upper below lower) are not an open mouth.
+    crossed = opened[None, MOUTH].clone()
+    crossed[:, [62 - 48, 66 - 48], 1] = crossed[:, [66 - 48, 62 - 48], 1]
+    assert lip_gap_loss(crossed, opened[None], known).item() == pytest.approx(0.4, abs=1e-5)
+    # Only the gap counts: a wider or displaced outer lip with the same gap costs nothing.
+    wide = opened[None, MOUTH].clone()
+    wide[:, :12, 0] = 0.5 + 1.5 * (wide[:, :12, 0] - 0.5)
+    assert lip_gap_loss(wide + 0.1, opened[None], known).item() == pytest.approx(0, abs=1e-5)
+    assert lip_shape_loss(wide, opened[None], known).item() > 0.01
+    # A closed mouth, whose inner lips coincide, is pulled open: upper lip up (-y), lower lip down.
+    lips = closed[None, MOUTH].clone().requires_grad_()
+    lip_gap_loss(lips, opened[None], known).backward()
+    assert lips.grad[0, 62 - 48, 1] > 0 and lips.grad[0, 66 - 48, 1] < 0
+    assert lip_gap_loss(lips, opened[None], torch.tensor([False])).item() == 0
+
+
 # ------------------------------------------------------------------------------- data
 
 
@@ -161,19 +184,20 @@ def test_mouth_weight_raises_the_l2_of_mouth_errors(data_dir):
     assert b > 1.05 * a
 
 
-def test_the_lip_loss_trains_the_dynamic_decoder_to_move_the_lips(data_dir):
+@pytest.mark.parametrize("term", ["lip", "lip_gap"])
+def test_the_lip_losses_train_the_dynamic_decoder_to_move_the_lips(data_dir, term):
     batch = _batch(data_dir, 4)
     torch.manual_seed(0)
     model = TalkingHead(preset("tiny", image_size=SIZE))
-    config = TrainConfig("dynamic", str(data_dir), init="x", lpips_weight=0.0, lip_weight=1.0, depth_smoothness_weight=0.0)
+    config = TrainConfig("dynamic", str(data_dir), init="x", lpips_weight=0.0, depth_smoothness_weight=0.0, **{f"{term}_weight": 2.0})
     terms = Objective(model, Critics(), config)(batch, torch.Generator().manual_seed(0))
-    assert terms["lip"] > 0
-    torch.testing.assert_close(terms["total"], terms["l2"] + terms["lip"])
+    assert terms[term] > 0 and ({"lip", "lip_gap"} - {term}).isdisjoint(terms)
+    torch.testing.assert_close(terms["total"], terms["l2"] + 2.0 * terms[term])
     optimizer = torch.optim.Adam(model.dynamic.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
         # The lip term alone: it needs no render, so the steps are cheap.
-        loss = lip_term(predict(model, batch, dynamic=True), batch, SIZE)
+        loss = lip_terms(predict(model, batch, dynamic=True), batch, SIZE, config)[term]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -184,6 +208,8 @@ def test_the_lip_loss_trains_the_dynamic_decoder_to_move_the_lips(data_dir):
 def test_lip_and_mouth_settings_are_checked():
     with pytest.raises(ValueError, match="the lip loss .* belongs to stage II"):
         TrainConfig("static", "d", lip_weight=1.0)
+    with pytest.raises(ValueError, match=r"the lip loss \(lip_gap_weight > 0\) moves splats .* belongs to stage II"):
+        TrainConfig("static", "d", lip_gap_weight=1.0)
     with pytest.raises(ValueError, match="mouth_weight must be at least 1"):
         TrainConfig("static", "d", mouth_weight=0.5)
     with pytest.raises(ValueError, match="lip_weight must not be negative"):

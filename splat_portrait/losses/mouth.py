@@ -11,6 +11,10 @@ the same normalisation as the cameras' intrinsics, so they serve every training 
   the target frame's mouth shape. Shapes are compared about their own centroid and in units of the
   target's face height (landmark 27 to 8), so an error in where the head sits does not count as a
   lip error and the term is independent of resolution.
+* :func:`lip_gap_loss` asks only for the inner-lip gap (62 to 66, in face heights) of the same
+  projected points: the one number the mouth-track metrics score. In the shape loss it is a
+  single distance among twenty points' 40 coordinates, most of which (lip width, the identity's
+  lip outline) hardly change with speech.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import Tensor
 
 MOUTH = slice(48, 68)
 NOSE_BRIDGE, CHIN = 27, 8
+UPPER_INNER_LIP, LOWER_INNER_LIP = 62, 66
 
 
 def mouth_weights(landmarks: Tensor, known: Tensor, size: int, weight: float, margin: float = 0.25) -> Tensor:
@@ -56,18 +61,41 @@ def points_under(means: Tensor, size: int, uv: Tensor) -> Tensor:
     return sampled[..., 0].transpose(1, 2)
 
 
+def _face_heights(landmarks: Tensor) -> Tensor:
+    return (landmarks[:, NOSE_BRIDGE] - landmarks[:, CHIN]).norm(dim=-1).clamp_min(1e-3)
+
+
+def _known_mean(per_frame: Tensor, known: Tensor) -> Tensor:
+    # No known frame gives 0, still connected to the inputs, so every process in a distributed
+    # step reaches the same parameters.
+    weights = known.to(per_frame.dtype)
+    return (per_frame * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 def lip_shape_loss(lips: Tensor, target: Tensor, known: Tensor) -> Tensor:
     """Mean distance of projected lip points (B, 20, 2) to the target's (B, 68, 2) landmarks 48-67,
-    both about their own centroid, in target face heights; averaged over frames where ``known``.
-
-    No known frame gives 0 (still connected to ``lips``, so every process in a distributed step
-    reaches the same parameters).
-    """
+    both about their own centroid, in target face heights; averaged over frames where ``known`` (0 if none)."""
     truth = target[:, MOUTH]
-    height = (target[:, NOSE_BRIDGE] - target[:, CHIN]).norm(dim=-1).clamp_min(1e-3)  # (B,)
     centred = lips - lips.mean(1, keepdim=True)
     expected = truth - truth.mean(1, keepdim=True)
     # sqrt(. + eps): the gradient of a plain norm is undefined where a point fits exactly.
-    per_frame = ((centred - expected).square().sum(-1) + 1e-12).sqrt().mean(1) / height
-    weights = known.to(lips.dtype)
-    return (per_frame * weights).sum() / weights.sum().clamp_min(1.0)
+    per_frame = ((centred - expected).square().sum(-1) + 1e-12).sqrt().mean(1) / _face_heights(target)
+    return _known_mean(per_frame, known)
+
+
+def lip_gap_loss(lips: Tensor, target: Tensor, known: Tensor) -> Tensor:
+    """Mean absolute difference between the inner-lip gap of projected lip points (B, 20, 2) and that
+    of the target's (B, 68, 2) landmarks, both in target face heights; over frames where ``known``.
+
+    A gap is the lower inner lip's offset from the upper one along the target face's downward axis
+    (landmark 27 to 8), not their distance: a closed mouth, whose two points coincide, still gets a
+    gradient that opens it (a distance has none there).
+    """
+    down = target[:, CHIN] - target[:, NOSE_BRIDGE]
+    height = down.norm(dim=-1).clamp_min(1e-3)
+    down = down / height[:, None]
+    top, bottom = UPPER_INNER_LIP - MOUTH.start, LOWER_INNER_LIP - MOUTH.start
+    gap = ((lips[:, bottom] - lips[:, top]) * down).sum(-1)
+    truth = ((target[:, LOWER_INNER_LIP] - target[:, UPPER_INNER_LIP]) * down).sum(-1)
+    per_frame = ((gap - truth).square() + 1e-12).sqrt() / height
+    return _known_mean(per_frame, known)

@@ -79,6 +79,8 @@ class TrainConfig:
     mouth_weight: float = 1.0
     # Weight of the landmark lip-shape loss on Δd-moved lip splats (stage II only).
     lip_weight: float = 0.0
+    # Weight of the inner-lip gap loss on the same lip splats (stage II only).
+    lip_gap_weight: float = 0.0
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
@@ -94,7 +96,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "preview_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "lip_weight", "depth_smoothness_weight", "workers"):
+        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "lip_weight", "lip_gap_weight", "depth_smoothness_weight", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.stage == "dynamic" and self.init is None:
@@ -105,8 +107,9 @@ class TrainConfig:
             raise ValueError(f"footprint must not be negative, got {self.footprint}")
         if self.mouth_weight < 1:
             raise ValueError(f"mouth_weight must be at least 1 (1 weighs the mouth like any pixel), got {self.mouth_weight}")
-        if self.lip_weight > 0 and self.stage != "dynamic":
-            raise ValueError("the lip loss (lip_weight > 0) moves splats by their audio offsets: it belongs to stage II (dynamic)")
+        for name in ("lip_weight", "lip_gap_weight"):
+            if getattr(self, name) > 0 and self.stage != "dynamic":
+                raise ValueError(f"the lip loss ({name} > 0) moves splats by their audio offsets: it belongs to stage II (dynamic)")
         if self.sds_views not in SDS_VIEWS or self.sds_crop not in SDS_CROPS:
             raise ValueError(f"sds_views must be one of {', '.join(SDS_VIEWS)} and sds_crop one of {', '.join(SDS_CROPS)}, "
                              f"got {self.sds_views!r}, {self.sds_crop!r}")

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from splat_portrait import camera
 from splat_portrait.losses import LPIPSLoss, VGGFaceLoss, mse
-from splat_portrait.losses.mouth import MOUTH, lip_shape_loss, mouth_weights, points_under, weighted_mse
+from splat_portrait.losses.mouth import MOUTH, lip_gap_loss, lip_shape_loss, mouth_weights, points_under, weighted_mse
 from splat_portrait.models.talking_head import Encoded, TalkingHead
 from splat_portrait.losses.geometry import depth_smoothness
 from splat_portrait.prior import (
@@ -149,24 +149,35 @@ def mouth_pixel_weights(batch: dict[str, Any], size: int, weight: float) -> Tens
     ])  # fmt: skip
 
 
-def lip_term(prediction: Prediction, batch: dict[str, Any], size: int) -> Tensor:
-    """The lip-shape loss of the moving splats under the source frame's mouth landmarks, seen from the target camera."""
+def seen_lips(prediction: Prediction, batch: dict[str, Any], size: int) -> Tensor:
+    """The moving splats under the source frame's mouth landmarks, projected into the target camera: (B, 20, 2)."""
     lips = points_under(prediction.moving.means, size, batch["landmarks_i"][:, MOUTH])
     viewmats = camera.relative_pose(batch["c2w_i"], batch["c2w_n"])
-    seen = camera.project_points(viewmats, lips, batch["intrinsics_n"])
-    return lip_shape_loss(seen, batch["landmarks_n"], batch["has_landmarks_i"] & batch["has_landmarks_n"])
+    return camera.project_points(viewmats, lips, batch["intrinsics_n"])
+
+
+def lip_terms(prediction: Prediction, batch: dict[str, Any], size: int, config: TrainConfig) -> dict[str, Tensor]:
+    """The landmark lip terms the config weighs: ``lip`` (shape) and ``lip_gap`` (inner-lip gap)."""
+    seen = seen_lips(prediction, batch, size)
+    known = batch["has_landmarks_i"] & batch["has_landmarks_n"]
+    terms = {}
+    if config.lip_weight > 0:
+        terms["lip"] = lip_shape_loss(seen, batch["landmarks_n"], known)
+    if config.lip_gap_weight > 0:
+        terms["lip_gap"] = lip_gap_loss(seen, batch["landmarks_n"], known)
+    return terms
 
 
 def weighted_total(terms: dict[str, Tensor], config: TrainConfig) -> Tensor:
     weights = {
         "l2": 1.0, "lpips": config.lpips_weight, "vggface": config.vggface_weight, "sds": config.sds_weight,
-        "lip": config.lip_weight, "depth_smoothness": config.depth_smoothness_weight,
+        "lip": config.lip_weight, "lip_gap": config.lip_gap_weight, "depth_smoothness": config.depth_smoothness_weight,
     }  # fmt: skip
     return sum(weights[name] * value for name, value in terms.items())
 
 
 class Objective(nn.Module):
-    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "lip", "depth_smoothness", "sds",] "total"}`` for one batch.
+    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "lip", "lip_gap", "depth_smoothness", "sds",] "total"}`` for one batch.
 
     The module ``DistributedDataParallel`` wraps: gradients are averaged across processes when
     they flow back through this forward. The critics are not submodules (they are frozen and
@@ -197,8 +208,8 @@ class Objective(nn.Module):
         targets = torch.stack([to_unit(batch["image_i"]), to_unit(batch["image_n"])])
         pixel_weights = mouth_pixel_weights(batch, size, config.mouth_weight) if config.mouth_weight > 1 else None
         terms = reconstruction_terms(renders, targets, self.critics, pixel_weights)
-        if config.lip_weight > 0:
-            terms["lip"] = lip_term(prediction, batch, size)
+        if config.lip_weight > 0 or config.lip_gap_weight > 0:
+            terms.update(lip_terms(prediction, batch, size, config))
         if config.depth_smoothness_weight > 0:
             terms["depth_smoothness"] = depth_smoothness(prediction.encoded.maps.depth, batch["image_i"], intrinsics)
         if self.critics.prior is not None:
