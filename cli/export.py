@@ -36,10 +36,11 @@ def export(
     started = time.perf_counter()
     card = export_model(checkpoint, output, opset=opset, fp16=fp16, audio_features=audio_features, audio_model=audio_model)
     table = Table(title=f"{output} ({card.preset}, {card.image_size}², {card.audio_features.describe()} audio)")
-    for name, justify in (("graph", "left"), ("precision", "left"), ("MB", "right"), ("parity max |diff|", "right"), ("sha256", "left")):
+    columns = (("graph", "left"), ("precision", "left"), ("MB", "right"), ("parity max |diff|", "right"), ("rotations (rad)", "right"), ("sha256", "left"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for info in card.graphs.values():
         size = (output / info.file).stat().st_size / 1e6
-        table.add_row(info.file, info.precision, f"{size:.1f}", f"{info.parity_max_abs_diff:.2e}", info.sha256[:16])
+        table.add_row(info.file, info.precision, f"{size:.1f}", f"{info.parity_max_abs_diff:.2e}", f"{info.parity_max_rotation_rad:.2e}", info.sha256[:16])
     Console().print(table)
     log.info("exported %s to %s in %.1f s", checkpoint, output, time.perf_counter() - started)

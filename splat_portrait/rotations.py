@@ -1,7 +1,7 @@
 """Unit quaternions (wxyz, the 3DGS and gsplat order) as plain tensor functions over the last dimension.
 
 Branch-free on purpose: the static generator composes rotations inside its ONNX graph, so every
-function here is made of element-wise arithmetic that traces to any opset.
+function here is made of element-wise arithmetic (and element-wise selection) that traces to any opset.
 """
 
 from __future__ import annotations
@@ -39,4 +39,20 @@ def shortest_arc(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     ``eps``); callers orient their vectors so that never happens.
     """
     q = torch.cat([1 + (a * b).sum(-1, keepdim=True), torch.cross(a, b, dim=-1)], -1)
+    return q / torch.sqrt((q * q).sum(-1, keepdim=True) + eps)
+
+
+def turn_about(axis: Tensor, a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
+    """The unit quaternion (..., 4) turning unit vector ``a`` onto unit vector ``b`` about the unit
+    ``axis`` both are orthogonal to (..., 3), for any angle up to a half turn.
+
+    The shortest arc's ``(1 + cos, sin * axis)`` loses its precision near a half turn, where both
+    parts vanish: a float32 rounding of the inputs then moves the result by ~1e-3. Whenever
+    ``cos < 0`` this takes the equal ``(sin, (1 - cos) * axis)`` (the same rotation, up to sign),
+    whose norm is at least sqrt(2) there, so the result is as precise as its inputs at every angle.
+    """
+    cos = (a * b).sum(-1, keepdim=True)
+    sin = (axis * torch.cross(a, b, dim=-1)).sum(-1, keepdim=True)
+    near = cos >= 0
+    q = torch.cat([torch.where(near, 1 + cos, sin), torch.where(near, sin, 1 - cos) * axis], -1)
     return q / torch.sqrt((q * q).sum(-1, keepdim=True) + eps)

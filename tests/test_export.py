@@ -65,6 +65,7 @@ def test_model_dir_holds_checked_graphs_and_a_complete_card(exported):
         assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         onnx.checker.check_model(str(path), full_check=True)
         assert info["precision"] == "fp32" and 0 <= info["parity_max_abs_diff"] <= 1e-4
+        assert 0 <= info["parity_max_rotation_rad"] <= graphs.ROTATION_TOLERANCE_RAD
     assert card["graphs"]["generator"]["outputs"] == ["attributes", "background", "features_0", "features_1", "features_2"]
     assert card["graphs"]["audio_decoder"]["inputs"] == ["features_0", "features_1", "features_2", "windows", "delta_t"]
     assert sorted(p.name for p in model_dir.iterdir()) == sorted([*(i["file"] for i in card["graphs"].values()), "model.json"])
@@ -124,6 +125,23 @@ def test_a_parity_failure_names_the_graph_and_writes_nothing(tmp_path, monkeypat
         export_model(ckpt, tmp_path / "model")
     assert [p.name for p in (tmp_path / "model").iterdir()] == ["model.json"]
     assert (tmp_path / "model" / "model.json").read_text() == "{}"
+
+
+def test_rotations_are_compared_by_the_angle_between_them():
+    half = np.sqrt(0.5)
+    q = np.array([[1.0, 0.0, 0.0, 0.0], [half, 0.0, 0.0, half], [0.0, 1.0, 0.0, 0.0]])[:, :, None]
+    # q and -q are one rotation; a quarter turn about z is pi/2 from the identity, a half turn about x is pi.
+    np.testing.assert_allclose(graphs.rotation_angles(q, -q)[:, 0], 0.0, atol=1e-7)
+    np.testing.assert_allclose(graphs.rotation_angles(q[:1].repeat(3, 0), q)[:, 0], [0.0, np.pi / 2, np.pi], atol=1e-7)
+
+
+def test_a_rotation_parity_failure_is_named(tmp_path, monkeypatch):
+    ckpt = tmp_path / "tiny.ckpt"
+    save_checkpoint(ckpt, trained_like_model())
+    monkeypatch.setattr(graphs, "ROTATION_TOLERANCE_RAD", -1.0)
+    with pytest.raises(SplatPortraitError, match=r"^ONNX parity check failed for generator: splat rotations differ from PyTorch's by up to "):
+        export_model(ckpt, tmp_path / "model")
+    assert not (tmp_path / "model" / "model.json").exists()
 
 
 def test_feature_spec_comes_from_the_checkpoint_or_the_command_line():

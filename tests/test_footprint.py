@@ -11,7 +11,7 @@ from splat_portrait.models.footprint import cover_surface, frame_quaternion, sur
 from splat_portrait.models.generator import ATTRIBUTE_CHANNELS
 from splat_portrait.render import render
 from splat_portrait.render.projection import quat_to_rotmat
-from splat_portrait.rotations import quat_multiply, quat_rotate, shortest_arc
+from splat_portrait.rotations import quat_multiply, quat_rotate, shortest_arc, turn_about
 
 S = 32
 
@@ -36,6 +36,26 @@ def test_shortest_arc_takes_one_unit_vector_onto_the_other_about_their_common_no
     assert torch.allclose(quat_rotate(q, a), b, atol=1e-12)
     # The axis is perpendicular to both, so the angle is exactly theirs.
     assert torch.allclose(2 * torch.acos(q[:, 0]), torch.acos((a * b).sum(-1)), atol=1e-7)
+
+
+def test_a_turn_about_an_axis_is_exact_and_well_conditioned_at_every_angle_up_to_a_half_turn():
+    axis = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    angles = torch.tensor([0.0, 0.3, 1.5, -1.5, 2.9, -2.9, math.pi - 1e-7, -(math.pi - 1e-7), math.pi], dtype=torch.float64)
+    a = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).expand(len(angles), 3)
+    b = torch.stack([angles.cos(), angles.sin(), torch.zeros_like(angles)], -1)
+    q = turn_about(axis.expand_as(a), a, b)
+    torch.testing.assert_close(q.norm(dim=-1), torch.ones_like(angles))
+    torch.testing.assert_close(quat_rotate(q, a), b, atol=1e-12, rtol=0)
+    # In float32, rounding the target by 1e-7 moves the turn by about as much, even next to a half
+    # turn, where the shortest arc's result moves by ~1e-3 (up to sign: q and -q are one rotation).
+    def moved(rotation, angle):
+        a32, axis32 = a[:1].float(), axis[None].float()
+        b1 = torch.tensor([[math.cos(angle), math.sin(angle), 0.0]], dtype=torch.float32)
+        b2 = torch.nn.functional.normalize(b1 + torch.tensor([[0.0, 1e-7, 0.0]]), dim=-1)
+        q1, q2 = rotation(axis32, a32, b1), rotation(axis32, a32, b2)
+        return torch.minimum((q1 - q2).abs().max(), (q1 + q2).abs().max()).item()
+    assert moved(turn_about, math.pi - 1e-4) < 1e-5
+    assert moved(lambda axis, a, b: shortest_arc(a, b), math.pi - 1e-4) > 1e-4
 
 
 def plane_points(size: int, slope_x: float = 0.0, depth: float = 2.7) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from splat_portrait.rotations import quat_multiply, quat_rotate, shortest_arc
+from splat_portrait.rotations import quat_multiply, quat_rotate, shortest_arc, turn_about
 
 
 # Explicit permutations: ONNX export writes movedim's negative axes into Transpose, which is invalid.
@@ -68,8 +68,10 @@ def frame_quaternion(u: Tensor, n: Tensor) -> Tensor:
     u, n = _channels_last(u), _channels_last(n)
     axis_x, _, axis_z = (t.expand_as(n) for t in torch.eye(3, dtype=n.dtype, device=n.device).unbind(0))
     tilt = shortest_arc(axis_z, n)
-    # After the tilt, x lies in the patch; a turn about n brings it onto u.
-    turn = shortest_arc(quat_rotate(tilt, axis_x), u)
+    # After the tilt, x lies in the patch; a turn about n brings it onto u. That turn can be any
+    # angle (a row step may point back where depth falls away), so it is not a shortest arc, which
+    # is ill-conditioned near a half turn; the tilt stays under 90 degrees by the normal's orientation.
+    turn = turn_about(n, quat_rotate(tilt, axis_x), u)
     return _channels_first(quat_multiply(turn, tilt))
 
 

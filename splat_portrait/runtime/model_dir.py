@@ -47,8 +47,10 @@ class GraphInfo:
     precision: str  # "fp32", or "fp16" (mixed precision: fp16 compute, fp32 inputs and outputs)
     inputs: list[str]
     outputs: list[str]
-    # Largest absolute difference from PyTorch (fp32) measured by the export's parity check.
+    # Largest absolute difference from PyTorch (fp32) measured by the export's parity check; for the
+    # generator every output but the splat rotations, which are compared by angle (radians).
     parity_max_abs_diff: float
+    parity_max_rotation_rad: float = 0.0
 
 
 @dataclass(frozen=True)
