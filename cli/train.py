@@ -117,6 +117,10 @@ def train_dynamic(
         0.0, "--lip-gap-weight", min=0.0,
         help="Weight of the loss on the inner-lip gap of the same lip splats, the mouth opening the metrics score (0: off).",
     ),
+    still_weight: float = typer.Option(
+        0.0, "--still-weight", min=0.0,
+        help="Weight of the mean square (in pixel widths) of the audio offsets away from the mouth, against a shimmering face (0: off).",
+    ),
     sds_views: str = _SDS_VIEWS,
     sds_crop: str = _SDS_CROP,
     depth_smoothness: float = _SMOOTH,
@@ -133,7 +137,7 @@ def train_dynamic(
     config = _config(
         "dynamic", data_dir, init=str(init.resolve()), resolution=resolution, steps=steps, batch_size=batch_size,
         lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface, freeze_static=freeze_static,
-        mouth_weight=mouth_weight, lip_weight=lip_weight, lip_gap_weight=lip_gap_weight, sds_views=sds_views, sds_crop=sds_crop, depth_smoothness_weight=depth_smoothness,
+        mouth_weight=mouth_weight, lip_weight=lip_weight, lip_gap_weight=lip_gap_weight, still_weight=still_weight, sds_views=sds_views, sds_crop=sds_crop, depth_smoothness_weight=depth_smoothness,
         seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     _run(config, output, device, resume)

@@ -12,7 +12,7 @@ from splat_portrait.data.datasets import DynamicDataset
 from splat_portrait.data.synthetic import SynthConfig, synthesize_clip, write_synthetic_dataset
 from splat_portrait.data.synthetic.speech import room_noise
 from splat_portrait.errors import SplatPortraitError
-from splat_portrait.losses.mouth import MOUTH, lip_gap_loss, lip_shape_loss, mouth_weights, points_under, weighted_mse
+from splat_portrait.losses.mouth import MOUTH, lip_gap_loss, lip_shape_loss, mouth_weights, points_under, still_face_loss, weighted_mse
 from splat_portrait.models import TalkingHead, preset
 from splat_portrait.training import TrainConfig
 from splat_portrait.training.objective import Critics, Objective, lip_terms, predict
@@ -122,6 +122,23 @@ def test_lip_gap_loss_known_answers():
     assert lip_gap_loss(lips, opened[None], torch.tensor([False])).item() == 0
 
 
+def test_still_face_loss_counts_offsets_away_from_the_mouth_only():
+    landmarks, size = face()[None], 20
+    inside = mouth_weights(landmarks, torch.tensor([True]), size, 2.0, margin=0.5)[0, 0] == 2
+    assert 0 < inside.sum() < size * size / 4
+    everywhere = torch.zeros(1, 3, size, size)
+    everywhere[:, 0] = 1.0  # one pixel width along x
+    known = torch.tensor([True])
+    assert still_face_loss(everywhere, landmarks, known).item() == pytest.approx(1.0)
+    # Offsets inside the grown mouth box are free; twice the length costs four times as much.
+    mouth_only = everywhere * inside
+    assert still_face_loss(mouth_only, landmarks, known).item() == 0
+    assert still_face_loss(2 * (everywhere - mouth_only), landmarks, known).item() == pytest.approx(4.0)
+    # Frames without landmarks do not count.
+    both = still_face_loss(torch.cat([0 * everywhere, everywhere]), torch.cat([landmarks, landmarks]), torch.tensor([True, False]))
+    assert both.item() == 0
+
+
 # ------------------------------------------------------------------------------- data
 
 
@@ -206,10 +223,12 @@ def test_the_lip_losses_train_the_dynamic_decoder_to_move_the_lips(data_dir, ter
 
 
 def test_lip_and_mouth_settings_are_checked():
-    with pytest.raises(ValueError, match="the lip loss .* belongs to stage II"):
+    with pytest.raises(ValueError, match=r"lip_weight > 0 weighs the audio offsets: it belongs to stage II"):
         TrainConfig("static", "d", lip_weight=1.0)
-    with pytest.raises(ValueError, match=r"the lip loss \(lip_gap_weight > 0\) moves splats .* belongs to stage II"):
+    with pytest.raises(ValueError, match=r"lip_gap_weight > 0 weighs the audio offsets: it belongs to stage II"):
         TrainConfig("static", "d", lip_gap_weight=1.0)
+    with pytest.raises(ValueError, match=r"still_weight > 0 weighs the audio offsets: it belongs to stage II"):
+        TrainConfig("static", "d", still_weight=1.0)
     with pytest.raises(ValueError, match="mouth_weight must be at least 1"):
         TrainConfig("static", "d", mouth_weight=0.5)
     with pytest.raises(ValueError, match="lip_weight must not be negative"):

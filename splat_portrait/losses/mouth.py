@@ -11,6 +11,10 @@ the same normalisation as the cameras' intrinsics, so they serve every training 
   the target frame's mouth shape. Shapes are compared about their own centroid and in units of the
   target's face height (landmark 27 to 8), so an error in where the head sits does not count as a
   lip error and the term is independent of resolution.
+* :func:`still_face_loss` keeps the audio offsets Δd to the mouth: their mean square, in pixel
+  widths, away from the (grown) mouth box. A free decoder also learns sub-pixel offsets all over
+  the face, which fit the training frames' small expression and pose residuals a little and show
+  as a shimmer of the whole face that drowns the lips.
 * :func:`lip_gap_loss` asks only for the inner-lip gap (62 to 66, in face heights) of the same
   projected points: the one number the mouth-track metrics score. In the shape loss it is a
   single distance among twenty points' 40 coordinates, most of which (lip width, the identity's
@@ -98,4 +102,17 @@ def lip_gap_loss(lips: Tensor, target: Tensor, known: Tensor) -> Tensor:
     gap = ((lips[:, bottom] - lips[:, top]) * down).sum(-1)
     truth = ((target[:, LOWER_INNER_LIP] - target[:, UPPER_INNER_LIP]) * down).sum(-1)
     per_frame = ((gap - truth).square() + 1e-12).sqrt() / height
+    return _known_mean(per_frame, known)
+
+
+def still_face_loss(offsets_px: Tensor, landmarks: Tensor, known: Tensor, margin: float = 0.5) -> Tensor:
+    """Mean squared length of the offsets (B, 3, S, S), in pixel widths, outside each frame's mouth box.
+
+    The box bounds landmarks 48-67 of the source frames (B, 68, 2) grown by ``margin`` times its width
+    on every side, so the jaw and the lips' surroundings may follow the lips; frames without
+    landmarks (``known`` False) do not count (0 if none does).
+    """
+    size = offsets_px.shape[-1]
+    outside = 2 - mouth_weights(landmarks, known, size, 2.0, margin)  # 1 outside the box, 0 inside
+    per_frame = (outside * offsets_px.square().sum(1, keepdim=True)).flatten(1).sum(1) / outside.flatten(1).sum(1).clamp_min(1.0)
     return _known_mean(per_frame, known)

@@ -81,6 +81,8 @@ class TrainConfig:
     lip_weight: float = 0.0
     # Weight of the inner-lip gap loss on the same lip splats (stage II only).
     lip_gap_weight: float = 0.0
+    # Weight of the still-face loss on the audio offsets away from the mouth (stage II only).
+    still_weight: float = 0.0
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
@@ -96,7 +98,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "preview_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "lip_weight", "lip_gap_weight", "depth_smoothness_weight", "workers"):
+        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "lpips_weight", "vggface_weight", "sds_weight", "lip_weight", "lip_gap_weight", "still_weight", "depth_smoothness_weight", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.stage == "dynamic" and self.init is None:
@@ -107,9 +109,9 @@ class TrainConfig:
             raise ValueError(f"footprint must not be negative, got {self.footprint}")
         if self.mouth_weight < 1:
             raise ValueError(f"mouth_weight must be at least 1 (1 weighs the mouth like any pixel), got {self.mouth_weight}")
-        for name in ("lip_weight", "lip_gap_weight"):
+        for name in ("lip_weight", "lip_gap_weight", "still_weight"):
             if getattr(self, name) > 0 and self.stage != "dynamic":
-                raise ValueError(f"the lip loss ({name} > 0) moves splats by their audio offsets: it belongs to stage II (dynamic)")
+                raise ValueError(f"{name} > 0 weighs the audio offsets: it belongs to stage II (dynamic)")
         if self.sds_views not in SDS_VIEWS or self.sds_crop not in SDS_CROPS:
             raise ValueError(f"sds_views must be one of {', '.join(SDS_VIEWS)} and sds_crop one of {', '.join(SDS_CROPS)}, "
                              f"got {self.sds_views!r}, {self.sds_crop!r}")

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from splat_portrait import camera
 from splat_portrait.losses import LPIPSLoss, VGGFaceLoss, mse
-from splat_portrait.losses.mouth import MOUTH, lip_gap_loss, lip_shape_loss, mouth_weights, points_under, weighted_mse
+from splat_portrait.losses.mouth import MOUTH, lip_gap_loss, lip_shape_loss, mouth_weights, points_under, still_face_loss, weighted_mse
 from splat_portrait.models.talking_head import Encoded, TalkingHead
 from splat_portrait.losses.geometry import depth_smoothness
 from splat_portrait.prior import (
@@ -168,16 +168,23 @@ def lip_terms(prediction: Prediction, batch: dict[str, Any], size: int, config: 
     return terms
 
 
+def still_term(prediction: Prediction, batch: dict[str, Any], size: int) -> Tensor:
+    """The still-face loss of the audio offsets Δd (moving minus static splat centres) in source pixel widths."""
+    offsets = (prediction.moving.means - prediction.static.means).transpose(1, 2).unflatten(2, (size, size))
+    pixel = prediction.encoded.maps.depth / (batch["intrinsics_i"][:, 0, None, None, None] * size)
+    return still_face_loss(offsets / pixel, batch["landmarks_i"], batch["has_landmarks_i"])
+
+
 def weighted_total(terms: dict[str, Tensor], config: TrainConfig) -> Tensor:
     weights = {
         "l2": 1.0, "lpips": config.lpips_weight, "vggface": config.vggface_weight, "sds": config.sds_weight,
-        "lip": config.lip_weight, "lip_gap": config.lip_gap_weight, "depth_smoothness": config.depth_smoothness_weight,
+        "lip": config.lip_weight, "lip_gap": config.lip_gap_weight, "still": config.still_weight, "depth_smoothness": config.depth_smoothness_weight,
     }  # fmt: skip
     return sum(weights[name] * value for name, value in terms.items())
 
 
 class Objective(nn.Module):
-    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "lip", "lip_gap", "depth_smoothness", "sds",] "total"}`` for one batch.
+    """``forward(batch, generator) -> {"l2", ["lpips", "vggface", "lip", "lip_gap", "still", "depth_smoothness", "sds",] "total"}`` for one batch.
 
     The module ``DistributedDataParallel`` wraps: gradients are averaged across processes when
     they flow back through this forward. The critics are not submodules (they are frozen and
@@ -210,6 +217,8 @@ class Objective(nn.Module):
         terms = reconstruction_terms(renders, targets, self.critics, pixel_weights)
         if config.lip_weight > 0 or config.lip_gap_weight > 0:
             terms.update(lip_terms(prediction, batch, size, config))
+        if config.still_weight > 0:
+            terms["still"] = still_term(prediction, batch, size)
         if config.depth_smoothness_weight > 0:
             terms["depth_smoothness"] = depth_smoothness(prediction.encoded.maps.depth, batch["image_i"], intrinsics)
         if self.critics.prior is not None:
