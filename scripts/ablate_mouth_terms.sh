@@ -5,34 +5,40 @@
 # and our sync expert. The rows go to benchmarks/results/ablation_mouth.json.
 #
 #   RUNS=DIR bash scripts/ablate_mouth_terms.sh   # DIR holds data/ (scripts/corpus.py preprocess), static/static.ckpt, sync.ckpt
+#   RUNS=DIR STEPS=2000 LR=5e-4 NAMES=mouth-weight+lip-loss,mouth-weight+lip-loss+lip-gap,mouth-weight+lip-loss+still \
+#     OUT=benchmarks/results/ablation_mouth_long.json bash scripts/ablate_mouth_terms.sh   # the longer runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SP=${SP:-.venv/bin/splat-portrait}
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/default-model}
 STEPS=${STEPS:-400}
+LR=${LR:-2e-4}
+OUT=${OUT:-benchmarks/results/ablation_mouth.json}
 DATA=$RUNS/data
-COMMON=(--batch-size 4 --lr 2e-4 --lpips-weight 0 --checkpoint-every "$STEPS" --seed 0 --freeze-static --steps "$STEPS" --depth-smoothness 0)
-NAMES=(plain-l2 mouth-weight mouth-weight+lip-loss)
+COMMON=(--batch-size 4 --lr "$LR" --lpips-weight 0 --checkpoint-every 250 --seed 0 --freeze-static --steps "$STEPS" --depth-smoothness 0)
+IFS=, read -r -a NAMES <<< "${NAMES:-plain-l2,mouth-weight,mouth-weight+lip-loss}"
 declare -A SETTINGS=(
   [plain-l2]="--mouth-weight 1 --lip-weight 0"
   [mouth-weight]="--mouth-weight 10 --lip-weight 0"
   [mouth-weight+lip-loss]="--mouth-weight 10 --lip-weight 1"
+  [mouth-weight+lip-loss+lip-gap]="--mouth-weight 10 --lip-weight 1 --lip-gap-weight 5"
+  [mouth-weight+lip-loss+still]="--mouth-weight 10 --lip-weight 1 --still-weight 0.1"
 )
 for name in "${NAMES[@]}"; do
   run=$RUNS/ablation/$name
   # shellcheck disable=SC2086
   [ -f "$run/dynamic.ckpt" ] || $SP train-dynamic "$DATA" --init "$RUNS/static/static.ckpt" -o "$run" "${COMMON[@]}" ${SETTINGS[$name]}
-  $SP evaluate "$DATA" --checkpoint "$run/dynamic.ckpt" -o "$run/eval" --protocol same-identity --seconds 5 \
-    --metrics psnr,ssim,mouth,sync --sync "$RUNS/sync.ckpt" --videos 0
+  [ -f "$run/eval/metrics.json" ] || $SP evaluate "$DATA" --checkpoint "$run/dynamic.ckpt" -o "$run/eval" --protocol same-identity \
+    --seconds 5 --metrics psnr,ssim,mouth,sync --sync "$RUNS/sync.ckpt" --videos 0
 done
-$PY - "$RUNS" "$STEPS" "${NAMES[@]}" <<'PY'
+$PY - "$RUNS" "$STEPS" "$LR" "$OUT" "${NAMES[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 from splat_portrait.environment import run_record
-runs, steps, names = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+runs, steps, lr, out, names = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4]), sys.argv[5:]
 rows = {name: json.loads((runs / "ablation" / name / "eval" / "metrics.json").read_text())["aggregate"] for name in names}
-out = Path("benchmarks/results/ablation_mouth.json")
-out.write_text(json.dumps({"benchmark": "ablation_mouth", "stage_two_steps": steps, "rows": rows, "record": run_record()}, indent=1) + "\n")
+record = {"benchmark": "ablation_mouth", "stage_two_steps": steps, "lr": lr, "rows": rows, "record": run_record()}
+out.write_text(json.dumps(record, indent=1) + "\n")
 print(f"wrote {out}")
 PY

@@ -126,7 +126,7 @@ def preprocess(args: argparse.Namespace) -> None:
     command = [
         str(Path(sys.executable).with_name("splat-portrait")), "preprocess", *(str(args.videos / c.name) for c in clips),
         "-o", str(args.output), "--size", str(args.size), "--identities", str(identities),
-        "--test-fraction", str(listing["test_fraction"]), "--workers", str(args.workers),
+        "--test-fraction", str(listing["test_fraction"]), "--workers", str(args.workers), "--audio-norm", args.audio_norm,
     ]  # fmt: skip
     sys.exit(subprocess.run(command).returncode)
 
@@ -184,6 +184,7 @@ def main() -> None:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--audio-norm", default="utterance", help="Audio feature normalisation (none: for models trained without it).")
     p.set_defaults(run=preprocess)
     s = commands.add_parser("sources", help="Rewrite data/SOURCES.md from data/corpus.json.")
     s.add_argument("--check", action="store_true", help="Only check that it is up to date.")

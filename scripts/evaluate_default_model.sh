@@ -1,35 +1,46 @@
 #!/usr/bin/env bash
 # Scores the bundled default model (splat_portrait/assets/default/, run with ONNX Runtime exactly as
-# `animate` runs it) and the copy-source baseline on the held-out clips of the default model's data,
-# and writes benchmarks/results/default_model.json, from which scripts/figures.py makes MODEL_CARD.md's
-# evaluation table (real and synthetic clips in separate rows).
+# `animate` runs it), the model it replaced and the copy-source baseline on the held-out identities
+# of the default model's data, and writes benchmarks/results/default_model.json, from which
+# scripts/figures.py makes MODEL_CARD.md's evaluation table.
 #
-#   bash scripts/evaluate_default_model.sh        # from the repo root, after `make install` (about 5 min on 2 cores)
+#   bash scripts/evaluate_default_model.sh        # from the repo root, after `make install` (about 15 min on 2 cores)
 #
-# The data is made as scripts/train_default_model.sh makes it (same clips, same id-hash split), so the
-# held-out clips are the ones the model never trained on.
+# The data is made as scripts/train_default_model.sh makes it (the corpus of data/corpus.json, split
+# by identity), so the held-out clips are of people the model never trained on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SP=${SP:-.venv/bin/splat-portrait}
 PY=${PY:-.venv/bin/python}
-SHARED=${SHARED:-../shared/data}
 RUNS=${RUNS:-runs/default-model}
+VIDEOS=${VIDEOS:-$RUNS/videos}
 DATA=$RUNS/data
-MODEL=splat_portrait/assets/default
+# The last commit with the previous bundled model (trained on the sample clips and synthetic heads).
+PREVIOUS=f3eeac9
 
-$SP preprocess "$SHARED/videos" -o "$DATA" --size 128 --test-fraction 0.25 --audio-norm none
-$SP synth -o "$DATA" --clips 24 --seconds 5 --size 128 --seed 0 --test-fraction 0.25 --speech voiced --audio-norm none
-for method in model copy-source; do
-  baseline=(); [ "$method" = copy-source ] && baseline=(--baseline copy-source)
-  $SP evaluate "$DATA" --model "$MODEL" -o "$RUNS/eval-bundled-$method" --protocol same-identity --seconds 5 \
-    --metrics psnr,ssim,csim --videos 0 "${baseline[@]}"
+mirrors=(); [ -n "${MIRRORS:-}" ] && mirrors=(--mirrors "$MIRRORS")
+[ -f "$DATA/manifest.jsonl" ] || { $PY scripts/corpus.py gather -o "$VIDEOS" "${mirrors[@]}"; $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA" --size 128; }
+# The previous model was trained on features without per-utterance normalisation.
+[ -f "$DATA-none/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA-none" --size 128 --audio-norm none
+mkdir -p "$RUNS/previous-model"
+git archive "$PREVIOUS" splat_portrait/assets/default | tar -x -C "$RUNS/previous-model"
+for method in model previous copy-source; do
+  case $method in
+    model) args=("$DATA" --model splat_portrait/assets/default) ;;
+    previous) args=("$DATA-none" --model "$RUNS/previous-model/splat_portrait/assets/default") ;;
+    copy-source) args=("$DATA" --model splat_portrait/assets/default --baseline copy-source) ;;
+  esac
+  # The previous model and the baseline do not change: scored once.
+  [ "$method" != model ] && [ -f "$RUNS/eval-bundled-$method/metrics.json" ] && continue
+  $SP evaluate "${args[@]}" -o "$RUNS/eval-bundled-$method" --protocol same-identity --seconds 5 \
+    --metrics psnr,ssim,csim,mouth --videos 0
 done
 $PY - "$RUNS" <<'PY'
 import json, sys
 from pathlib import Path
 runs = Path(sys.argv[1])
 reports = {key: json.loads((runs / f"eval-bundled-{method}" / "metrics.json").read_text())
-           for key, method in (("model", "model"), ("copy_source", "copy-source"))}
+           for key, method in (("model", "model"), ("previous", "previous"), ("copy_source", "copy-source"))}
 out = Path("benchmarks/results/default_model.json")
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps(reports, indent=1) + "\n")

@@ -29,9 +29,12 @@ SOURCES = {
     "learn-synthetic": ("learn_synthetic.json", ".venv/bin/python benchmarks/learn_synthetic.py --json benchmarks/results/learn_synthetic.json"),
     "default-model": ("default_model.json", "bash scripts/evaluate_default_model.sh"),
     "lipsync": ("lipsync.json", ".venv/bin/python benchmarks/lipsync.py --videos runs/default-model/videos --sync runs/default-model/sync.ckpt --json benchmarks/results/lipsync.json"),
-    "sync-expert": ("sync_expert.json", ".venv/bin/python benchmarks/sync_expert.py runs/default-model/sync.ckpt runs/default-model/data --json benchmarks/results/sync_expert.json"),
-    "ablation-mouth": ("ablation_mouth.json", "bash scripts/ablate_mouth_terms.sh"),
+    "lipsync-previous": ("lipsync_previous.json", ".venv/bin/python benchmarks/lipsync.py --videos runs/default-model/videos --model runs/default-model/previous-model/splat_portrait/assets/default --sync runs/default-model/sync.ckpt --json benchmarks/results/lipsync_previous.json"),
+    "sync-expert": ("sync_expert.json", ".venv/bin/python benchmarks/sync_expert.py runs/default-model/sync.ckpt runs/default-model/data-stage-one --json benchmarks/results/sync_expert.json"),
+    "ablation-mouth": ("ablation_mouth.json", "RUNS=runs/mouth-400 bash scripts/ablate_mouth_terms.sh"),
+    "ablation-mouth-long": ("ablation_mouth_long.json", 'RUNS=runs/v3 STEPS=2000 LR=5e-4 NAMES=mouth-weight+lip-loss,mouth-weight+lip-loss+lip-gap,mouth-weight+lip-loss+still OUT=benchmarks/results/ablation_mouth_long.json bash scripts/ablate_mouth_terms.sh'),
     "views": ("views.json", ".venv/bin/python benchmarks/views.py --json benchmarks/results/views.json"),
+    "views-previous": ("views_previous.json", ".venv/bin/python benchmarks/views.py --model runs/default-model/previous-model/splat_portrait/assets/default --json benchmarks/results/views_previous.json"),
     "ablation-views": ("ablation_views.json", "RUNS=runs/abl INIT=runs/v2/static/static.ckpt PRIOR=runs/abl/prior.ckpt bash scripts/ablate_view_terms.sh"),
     "stream": ("stream.json", ".venv/bin/python benchmarks/stream.py --json benchmarks/results/stream.json"),
 }
@@ -101,20 +104,26 @@ def learn_table() -> str:
     return table(["measure (synthetic heads)", "untrained", "trained"], rows) + "\n\n" + provenance(data, "learn-synthetic")
 
 
+EVALUATION_COLUMNS = ("psnr", "ssim", "csim", "mouth_r", "mouth_amp", "lmd")
+
+
 def _evaluation_rows(report: dict, label: str) -> list[list[str]]:
     rows = []
     for kind in ("real", "synthetic"):
         scores = report["aggregate_by_kind"].get(kind)
         if scores:
-            rows.append([f"{label}, {kind} clips", str(scores["clips"]), *(score(scores.get(s), s, "n/a") for s in ("psnr", "ssim", "csim"))])
+            rows.append([f"{label}, {kind} clips", str(scores["clips"]), *(score(scores.get(s), s, "n/a") for s in EVALUATION_COLUMNS)])
     return rows
 
 
 def default_model_table() -> str:
     data = load("default-model")
-    rows = _evaluation_rows(data["model"], "bundled model") + _evaluation_rows(data["copy_source"], "copy-source baseline")
-    ours = table(["method (same-identity, held-out clips)", "clips", "PSNR ↑", "SSIM ↑", "CSIM ↑ (dlib)"], rows)
-    return ours + "\n\n" + provenance(data["model"], "default-model")
+    rows = [
+        *_evaluation_rows(data["model"], "bundled model"), *_evaluation_rows(data["previous"], "previous bundled model"),
+        *_evaluation_rows(data["copy_source"], "copy-source baseline"),
+    ]  # fmt: skip
+    headers = ["method (same-identity, held-out identities)", "clips", "PSNR ↑", "SSIM ↑", "CSIM ↑ (dlib)", "mouth r ↑", "mouth amp (1 = real)", "LMD ↓"]
+    return table(headers, rows) + "\n\n" + provenance(data["model"], "default-model")
 
 
 def _lipsync_rows(data: dict, label: str) -> list[list[str]]:
@@ -131,17 +140,25 @@ def lipsync_table() -> str:
     data = load("lipsync")
     headers = ["5 s windows of held-out identities, first frame + own speech", "windows", "LMD ↓ (inter-ocular)", "mouth r ↑",
                "mouth amp (1 = real)", "expert offset 0"]  # fmt: skip
-    return table(headers, _lipsync_rows(data, "bundled model")) + "\n\n" + provenance(data, "lipsync")
+    previous = load("lipsync-previous")
+    ours, copy_source = _lipsync_rows(data, "bundled model")
+    rows = [ours, _lipsync_rows(previous, "previous bundled model")[0], copy_source]
+    return table(headers, rows) + "\n\n" + provenance(data, "lipsync") + "\n" + provenance(previous, "lipsync-previous")
 
 
-def ablation_table() -> str:
-    data = load("ablation-mouth")
-    labels = {"plain-l2": "plain L2 (the paper's objective)", "mouth-weight": "mouth box weighed 10x", "mouth-weight+lip-loss": "mouth box 10x + lip loss"}
+def ablation_table(name: str = "ablation-mouth") -> str:
+    data = load(name)
+    labels = {
+        "plain-l2": "plain L2 (the paper's objective)", "mouth-weight": "mouth box weighed 10x", "mouth-weight+lip-loss": "mouth box 10x + lip loss",
+        "mouth-weight+lip-loss+lip-gap": "mouth box 10x + lip loss + inner-lip gap loss 5",
+        "mouth-weight+lip-loss+still": "mouth box 10x + lip loss + still face 0.1",
+    }  # fmt: skip
     columns = ("mouth_r", "mouth_amp", "lmd", "psnr", "ssim", "sync_in_sync")
-    rows = [[labels.get(name, name), *(score(row.get(s), s, "n/a") for s in columns)] for name, row in data["rows"].items()]
-    headers = [f"stage II ({data['stage_two_steps']} steps, static frozen), held-out identities", "mouth r ↑", "mouth amp (1 = real)",
+    rows = [[labels.get(row_name, row_name), *(score(row.get(s), s, "n/a") for s in columns)] for row_name, row in data["rows"].items()]
+    lr = f", lr {data['lr']:g}" if "lr" in data else ""
+    headers = [f"stage II ({data['stage_two_steps']} steps{lr}, static frozen), held-out identities", "mouth r ↑", "mouth amp (1 = real)",
                "LMD ↓", "PSNR ↑", "SSIM ↑", "expert in sync ↑"]  # fmt: skip
-    return table(headers, rows) + "\n\n" + provenance(data, "ablation-mouth")
+    return table(headers, rows) + "\n\n" + provenance(data, name)
 
 
 def views_ablation_table() -> str:
@@ -174,17 +191,21 @@ def sync_expert_table() -> str:
     return table(headers, rows) + "\n\n" + provenance(data, "sync-expert")
 
 
+def _views_row(label: str, row: dict) -> list[str]:
+    csim = score(row["csim"], "csim", "-")
+    tearing = ("-", "-") if row["tearing_mean"] is None else (f"{row['tearing_mean']:+.2f}", f"{row['tearing_worst']:+.2f} ({row['worst_view']})")
+    return [label, f"{row['face_found']:.2f}", csim, *tearing]
+
+
 def views_table() -> str:
-    data = load("views")
+    data, previous = load("views"), load("views-previous")
     rows = []
     for name, methods in data["portraits"].items():
-        for method, row in methods.items():
-            csim = score(row["csim"], "csim", "-")
-            tearing = ("-", "-") if row["tearing_mean"] is None else (f"{row['tearing_mean']:+.2f}", f"{row['tearing_worst']:+.2f} ({row['worst_view']})")
-            label = "bundled model" if method == "model" else "copy-source (reference)"
-            rows.append([f"{label}: {name}", f"{row['face_found']:.2f}", csim, *tearing])
+        rows.append(_views_row(f"bundled model: {name}", methods["model"]))
+        rows.append(_views_row(f"previous bundled model: {name}", previous["portraits"][name]["model"]))
+        rows.append(_views_row(f"copy-source (reference): {name}", methods["copy-source"]))
     headers = ["portrait, yaw −30…30° × pitch 0/±12.5°", "face found", "CSIM to source", "tearing, mean", "tearing, worst (yaw/pitch)"]
-    return table(headers, rows) + "\n\n" + provenance(data, "views")
+    return table(headers, rows) + "\n\n" + provenance(data, "views") + "\n" + provenance(previous, "views-previous")
 
 
 def paper_table() -> str:
@@ -207,6 +228,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "lipsync": lipsync_table,
     "sync-expert": sync_expert_table,
     "ablation-mouth": ablation_table,
+    "ablation-mouth-long": lambda: ablation_table("ablation-mouth-long"),
     "views": views_table,
     "ablation-views": views_ablation_table,
     "paper-hdtf": paper_table,

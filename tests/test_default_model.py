@@ -70,7 +70,7 @@ MOUTH_BOX, UPPER_FACE_BOX = (0.36, 0.62, 0.64, 0.82), (0.25, 0.25, 0.75, 0.5)
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the bundled model does not talk yet: its mouth moves 2.2x as much as its upper face, not 3x (issue 14); "
+    reason="the bundled model does not talk yet: its mouth moves 1.4x as much in speech as in room tone, not 2x (issue 14); "
     "strict, so a model that passes turns this into a failure until the mark is removed",
 )
 def test_the_bundled_model_moves_the_lips_with_speech_not_the_whole_face():

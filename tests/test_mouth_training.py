@@ -15,7 +15,7 @@ from splat_portrait.errors import SplatPortraitError
 from splat_portrait.losses.mouth import MOUTH, lip_gap_loss, lip_shape_loss, mouth_weights, points_under, still_face_loss, weighted_mse
 from splat_portrait.models import TalkingHead, preset
 from splat_portrait.training import TrainConfig
-from splat_portrait.training.objective import Critics, Objective, lip_terms, predict
+from splat_portrait.training.objective import Critics, Objective, lip_terms, predict, still_term
 
 SIZE = 32
 
@@ -220,6 +220,27 @@ def test_the_lip_losses_train_the_dynamic_decoder_to_move_the_lips(data_dir, ter
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_the_still_face_term_measures_the_audio_offsets_in_pixel_widths(data_dir):
+    batch = _batch(data_dir, 4)
+    torch.manual_seed(0)
+    model = TalkingHead(preset("tiny", image_size=SIZE))
+    config = TrainConfig("dynamic", str(data_dir), init="x", lpips_weight=0.0, depth_smoothness_weight=0.0, still_weight=0.5)
+    objective = Objective(model, Critics(), config)
+    # An untrained decoder leaves the head static: nothing to pay.
+    assert objective(batch, torch.Generator().manual_seed(0))["still"].item() == 0
+    with torch.no_grad():
+        model.dynamic.conv_out.bias.copy_(torch.tensor([1e-3, 0.0, 0.0]))
+    terms = objective(batch, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(terms["total"], terms["l2"] + 0.5 * terms["still"])
+    # Every splat moved by max_offset * tanh(1e-3) along x: that length in each one's own pixel widths.
+    prediction = predict(model, batch, dynamic=True)
+    shift = model.config.dynamic.max_offset * np.tanh(1e-3)
+    pixels = prediction.encoded.maps.depth / (batch["intrinsics_i"][:, 0, None, None, None] * SIZE)
+    expected = still_face_loss(torch.cat([shift / pixels, 0 * pixels, 0 * pixels], 1), batch["landmarks_i"], batch["has_landmarks_i"])
+    torch.testing.assert_close(still_term(prediction, batch, SIZE), expected, rtol=1e-3, atol=0)
+    assert 0 < expected.item()
 
 
 def test_lip_and_mouth_settings_are_checked():
