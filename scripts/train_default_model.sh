@@ -27,6 +27,7 @@ COMMON=(--batch-size 4 --lpips-weight 0 --mouth-weight 10)
 
 mirrors=(); [ -n "${MIRRORS:-}" ] && mirrors=(--mirrors "$MIRRORS")
 $PY scripts/corpus.py gather -o "$VIDEOS" "${mirrors[@]}"
+mkdir -p "$RUNS"
 git show "$STAGE_ONE_LISTING:data/corpus.json" > "$RUNS/corpus-stage-one.json"
 [ -f "$RUNS/data-stage-one/manifest.jsonl" ] || \
   $PY scripts/corpus.py --listing "$RUNS/corpus-stage-one.json" preprocess "$VIDEOS" -o "$RUNS/data-stage-one" --size 128
