@@ -85,6 +85,11 @@ def pixel_rays(intrinsics: Tensor, height: int, width: int) -> Tensor:
     return torch.stack([x, y, torch.ones_like(x)], -1)
 
 
+def pixel_widths(depth: Tensor, intrinsics: Tensor) -> Tensor:
+    """World units one pixel spans at each z-depth of maps (B, 1, S, S) seen by normalised ``intrinsics`` (B, 4): d / fx_pixels."""
+    return depth / (intrinsics[:, 0, None, None, None] * depth.shape[-1])
+
+
 def project_points(viewmats: Tensor, points: Tensor, intrinsics: Tensor) -> Tensor:
     """Points (B, K, 3) seen by cameras ``viewmats`` (B, 4, 4) with normalised intrinsics (B, 4): their
     image positions (B, K, 2) as shares of the width and height, the inverse of :func:`pixel_rays`."""

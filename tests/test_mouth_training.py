@@ -239,7 +239,7 @@ def test_the_still_face_term_measures_the_audio_offsets_in_pixel_widths(data_dir
     shift = model.config.dynamic.max_offset * np.tanh(1e-3)
     pixels = prediction.encoded.maps.depth / (batch["intrinsics_i"][:, 0, None, None, None] * SIZE)
     expected = still_face_loss(torch.cat([shift / pixels, 0 * pixels, 0 * pixels], 1), batch["landmarks_i"], batch["has_landmarks_i"])
-    torch.testing.assert_close(still_term(prediction, batch, SIZE), expected, rtol=1e-3, atol=0)
+    torch.testing.assert_close(still_term(prediction, batch), expected, rtol=1e-3, atol=0)
     assert 0 < expected.item()
 
 

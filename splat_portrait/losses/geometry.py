@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from splat_portrait.camera import pixel_widths
+
 
 def _second_differences(maps: Tensor, dim: int) -> Tensor:
     n = maps.shape[dim]
@@ -32,7 +34,7 @@ def depth_smoothness(depth: Tensor, image: Tensor, intrinsics: Tensor, edge_scal
     """
     if depth.shape[-2] < 3 or depth.shape[-1] < 3:
         raise ValueError(f"depth smoothness needs maps of at least 3x3 pixels, got {tuple(depth.shape[-2:])}")
-    pixel = depth / (intrinsics[:, 0, None, None, None] * depth.shape[-1])
+    pixel = pixel_widths(depth, intrinsics)
     grey = (image.mean(1, keepdim=True) + 1) / 2
     terms = []
     for dim, other in ((3, 2), (2, 3)):

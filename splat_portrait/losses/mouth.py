@@ -32,12 +32,9 @@ NOSE_BRIDGE, CHIN = 27, 8
 UPPER_INNER_LIP, LOWER_INNER_LIP = 62, 66
 
 
-def mouth_weights(landmarks: Tensor, known: Tensor, size: int, weight: float, margin: float = 0.25) -> Tensor:
-    """Per-pixel loss weights (B, 1, size, size): ``weight`` inside each face's mouth box, 1 elsewhere.
-
-    The box bounds landmarks 48-67, grown by ``margin`` times its width on every side (the lips'
-    surroundings move with them); frames without landmarks (``known`` False) get weight 1 everywhere.
-    """
+def mouth_box(landmarks: Tensor, known: Tensor, size: int, margin: float = 0.25) -> Tensor:
+    """Which pixels (B, 1, size, size) lie in each face's mouth box: landmarks 48-67's bounding box,
+    grown by ``margin`` times its width on every side; none for frames without landmarks (``known`` False)."""
     mouth = landmarks[:, MOUTH]
     low, high = mouth.amin(1), mouth.amax(1)  # (B, 2)
     pad = margin * (high[:, :1] - low[:, :1])
@@ -46,8 +43,13 @@ def mouth_weights(landmarks: Tensor, known: Tensor, size: int, weight: float, ma
     inside_x = (centres >= low[:, None, 0:1]) & (centres <= high[:, None, 0:1])  # (B, 1, S)
     inside_y = (centres >= low[:, None, 1:2]) & (centres <= high[:, None, 1:2])
     inside = inside_y.transpose(1, 2) & inside_x  # (B, S, S)
-    inside = inside & known[:, None, None]
-    return (1 + (weight - 1) * inside.to(landmarks.dtype))[:, None]
+    return (inside & known[:, None, None])[:, None]
+
+
+def mouth_weights(landmarks: Tensor, known: Tensor, size: int, weight: float, margin: float = 0.25) -> Tensor:
+    """Per-pixel loss weights (B, 1, size, size): ``weight`` inside each face's :func:`mouth_box`, 1 elsewhere
+    (the lips' surroundings move with them, hence the margin); frames without landmarks get 1 everywhere."""
+    return 1 + (weight - 1) * mouth_box(landmarks, known, size, margin).to(landmarks.dtype)
 
 
 def weighted_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
@@ -112,7 +114,6 @@ def still_face_loss(offsets_px: Tensor, landmarks: Tensor, known: Tensor, margin
     on every side, so the jaw and the lips' surroundings may follow the lips; frames without
     landmarks (``known`` False) do not count (0 if none does).
     """
-    size = offsets_px.shape[-1]
-    outside = 2 - mouth_weights(landmarks, known, size, 2.0, margin)  # 1 outside the box, 0 inside
+    outside = (~mouth_box(landmarks, known, offsets_px.shape[-1], margin)).to(offsets_px.dtype)
     per_frame = (outside * offsets_px.square().sum(1, keepdim=True)).flatten(1).sum(1) / outside.flatten(1).sum(1).clamp_min(1.0)
     return _known_mean(per_frame, known)

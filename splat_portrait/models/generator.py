@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from splat_portrait.camera import pixel_rays
+from splat_portrait.camera import pixel_rays, pixel_widths
 from splat_portrait.models.config import GeneratorConfig
 from splat_portrait.models.footprint import cover_surface
 from splat_portrait.models.unet import ConditionMLP, SongUNet, sinusoidal_embedding
@@ -96,7 +96,7 @@ class StaticGenerator(nn.Module):
         depth = cfg.z_near + (cfg.z_far - cfg.z_near) * torch.sigmoid(d + _logit(depth_init))
         # One pixel at z-depth d spans d / fx_pixels world units; scales are predicted relative to
         # it, so the initial splats fit their pixel at every resolution and focal length.
-        pixel_size = depth / (intrinsics[:, 0, None, None, None] * image.shape[-1])
+        pixel_size = pixel_widths(depth, intrinsics)
         bound = cfg.scale_log_range
         scale = pixel_size * cfg.scale_init_px * torch.exp(bound * torch.tanh(s / bound))
         offset = cfg.max_static_offset * torch.tanh(off)

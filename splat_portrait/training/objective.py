@@ -62,6 +62,7 @@ class Prediction:
     encoded: Encoded
     static: Splats  # Δd = 0: the source frame's splats
     moving: Splats  # with Δd at the target frame (stage II); the static splats in stage I
+    offsets: Tensor | None  # Δd (B, 3, H, W) in the source view space (stage II), None in stage I
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -80,8 +81,9 @@ def predict(model: TalkingHead, batch: dict[str, Any], dynamic: bool, amp: bool 
     # Rasterisation and the losses run in float32 (gsplat needs it, and the sums are long).
     encoded = dataclasses.replace(encoded, attributes=encoded.attributes.float(), background=encoded.background.float())
     static = model.splats(encoded)
-    moving = model.splats(encoded, offsets.float()) if offsets is not None else static
-    return Prediction(encoded, static, moving)
+    offsets = offsets.float() if offsets is not None else None
+    moving = model.splats(encoded, offsets) if offsets is not None else static
+    return Prediction(encoded, static, moving, offsets)
 
 
 def render_view(
@@ -168,11 +170,10 @@ def lip_terms(prediction: Prediction, batch: dict[str, Any], size: int, config: 
     return terms
 
 
-def still_term(prediction: Prediction, batch: dict[str, Any], size: int) -> Tensor:
-    """The still-face loss of the audio offsets Δd (moving minus static splat centres) in source pixel widths."""
-    offsets = (prediction.moving.means - prediction.static.means).transpose(1, 2).unflatten(2, (size, size))
-    pixel = prediction.encoded.maps.depth / (batch["intrinsics_i"][:, 0, None, None, None] * size)
-    return still_face_loss(offsets / pixel, batch["landmarks_i"], batch["has_landmarks_i"])
+def still_term(prediction: Prediction, batch: dict[str, Any]) -> Tensor:
+    """The still-face loss of the audio offsets Δd in source pixel widths."""
+    pixel = camera.pixel_widths(prediction.encoded.maps.depth, batch["intrinsics_i"])
+    return still_face_loss(prediction.offsets / pixel, batch["landmarks_i"], batch["has_landmarks_i"])
 
 
 def weighted_total(terms: dict[str, Tensor], config: TrainConfig) -> Tensor:
@@ -218,7 +219,7 @@ class Objective(nn.Module):
         if config.lip_weight > 0 or config.lip_gap_weight > 0:
             terms.update(lip_terms(prediction, batch, size, config))
         if config.still_weight > 0:
-            terms["still"] = still_term(prediction, batch, size)
+            terms["still"] = still_term(prediction, batch)
         if config.depth_smoothness_weight > 0:
             terms["depth_smoothness"] = depth_smoothness(prediction.encoded.maps.depth, batch["image_i"], intrinsics)
         if self.critics.prior is not None:
