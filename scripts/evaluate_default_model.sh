@@ -19,7 +19,8 @@ DATA=$RUNS/data
 PREVIOUS=f3eeac9
 
 mirrors=(); [ -n "${MIRRORS:-}" ] && mirrors=(--mirrors "$MIRRORS")
-[ -f "$DATA/manifest.jsonl" ] || { $PY scripts/corpus.py gather -o "$VIDEOS" "${mirrors[@]}"; $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA" --size 128; }
+$PY scripts/corpus.py gather -o "$VIDEOS" "${mirrors[@]}"  # brings only what is missing or changed
+[ -f "$DATA/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA" --size 128
 # The previous model was trained on features without per-utterance normalisation.
 [ -f "$DATA-none/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA-none" --size 128 --audio-norm none
 mkdir -p "$RUNS/previous-model"
