@@ -121,6 +121,14 @@ def train_dynamic(
         0.0, "--still-weight", min=0.0,
         help="Weight of the mean square (in pixel widths) of the audio offsets away from the mouth, against a shimmering face (0: off).",
     ),
+    mouth_code_channels: Optional[int] = typer.Option(
+        None, "--mouth-code-channels", min=0,
+        help="Give the decoder a new mouth predictor this wide: audio -> 2-number mouth code -> offsets (0: the decoder hears the audio; default: as in --init).",
+    ),
+    mouth_code_steps: int = typer.Option(
+        0, "--mouth-code-steps", min=0,
+        help="Steps fitting the mouth predictor on every real frame before stage II renders (try 600; 0: keep --init's).",
+    ),
     sds_views: str = _SDS_VIEWS,
     sds_crop: str = _SDS_CROP,
     depth_smoothness: float = _SMOOTH,
@@ -138,7 +146,7 @@ def train_dynamic(
         "dynamic", data_dir, init=str(init.resolve()), resolution=resolution, steps=steps, batch_size=batch_size,
         lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface, freeze_static=freeze_static,
         mouth_weight=mouth_weight, lip_weight=lip_weight, lip_gap_weight=lip_gap_weight, still_weight=still_weight, sds_views=sds_views, sds_crop=sds_crop, depth_smoothness_weight=depth_smoothness,
-        seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
+        mouth_code_channels=mouth_code_channels, mouth_code_steps=mouth_code_steps, seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     _run(config, output, device, resume)
 

@@ -104,6 +104,9 @@ class DynamicConfig:
     blocks_per_res: int = 1
     embedding_dim: int = 64
     max_offset: float = 0.1
+    # 0: the decoder hears the audio (AudioNet + AudioAttNet). Above 0: the width of a mouth
+    # predictor whose two-number mouth code is all the decoder gets (models/mouth_code.py).
+    mouth_code_channels: int = 0
 
 
 @dataclass(frozen=True)

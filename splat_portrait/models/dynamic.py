@@ -1,5 +1,8 @@
 """The dynamic decoder: audio + time delta -> a per-pixel offset Δd of every splat (paper Sec. 3.2).
 
+With ``mouth_code_channels`` the audio reaches it only through a predicted mouth code
+(:mod:`splat_portrait.models.mouth_code`), which training may replace by the true one.
+
 A U-Net decoder whose skip connections are the static generator's decoder features: at every
 level (coarsest first) it concatenates its upsampled state with the generator's features there and
 runs FiLM residual blocks conditioned on ``MLP(concat(audio embedding, time embedding))``.
@@ -19,6 +22,7 @@ from torch import Tensor, nn
 
 from splat_portrait.models.audio import AudioEncoder, time_delta_embedding
 from splat_portrait.models.config import DynamicConfig, UNetConfig
+from splat_portrait.models.mouth_code import CODE_DIM, CODE_SCALE, MouthPredictor
 from splat_portrait.models.unet import ConditionMLP, ResBlock, group_norm
 
 
@@ -29,8 +33,13 @@ class DynamicDecoder(nn.Module):
         super().__init__()
         self.config = config
         audio = config.audio
-        self.audio = AudioEncoder(audio)
-        self.condition = ConditionMLP(audio.embedding_dim + audio.time_embedding_dim, config.embedding_dim)
+        if config.mouth_code_channels:
+            self.mouth = MouthPredictor(audio.feature_dim, config.mouth_code_channels)
+            heard = CODE_DIM
+        else:
+            self.audio = AudioEncoder(audio)
+            heard = audio.embedding_dim
+        self.condition = ConditionMLP(heard + audio.time_embedding_dim, config.embedding_dim)
         # The generator's decoder features, coarsest level first.
         feature_channels = generator_unet.level_channels()[::-1]
         channels = [config.base_channels * m for m in generator_unet.channel_mults[::-1]]
@@ -46,10 +55,18 @@ class DynamicDecoder(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, features: Sequence[Tensor], windows: Tensor, delta_t: Tensor) -> Tensor:
+    def heard(self, windows: Tensor, mouth_code: Tensor | None = None) -> Tensor:
+        """What the decoder takes from the audio windows (B, 8, 16, D): their embedding, or with a
+        mouth predictor its code (B, 2), which ``mouth_code`` (teacher forcing) replaces when given."""
+        if not self.config.mouth_code_channels:
+            return self.audio(windows)
+        code = self.mouth(windows) if mouth_code is None else mouth_code
+        return CODE_SCALE * code
+
+    def forward(self, features: Sequence[Tensor], windows: Tensor, delta_t: Tensor, mouth_code: Tensor | None = None) -> Tensor:
         """features from :class:`StaticGenerator` (batch B or 1), windows (B, 8, 16, D), delta_t (B,)
         seconds -> view-space offsets Δd (B, 3, H, W), each component bounded by ``max_offset``."""
-        condition = torch.cat([self.audio(windows), time_delta_embedding(delta_t, self.config.audio)], dim=1)
+        condition = torch.cat([self.heard(windows, mouth_code), time_delta_embedding(delta_t, self.config.audio)], dim=1)
         emb = self.condition(condition)
         # Adding a zero derived from emb broadcasts batch-1 features to the batch; unlike expand(B, ...)
         # or ones_like, the traced ONNX graph keeps that batch size symbolic instead of baking it in.

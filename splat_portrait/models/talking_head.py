@@ -54,9 +54,10 @@ class TalkingHead(nn.Module):
         attributes, background, features = self.generator(image, c2w, intrinsics)
         return Encoded(attributes, background, features, intrinsics)
 
-    def dynamic_offsets(self, features: tuple[Tensor, ...], audio_windows: Tensor, delta_t: Tensor) -> Tensor:
-        """Per-pixel offsets Δd (B, 3, H, W) for audio windows (B, 8, 16, D) at ``delta_t`` (B,) seconds."""
-        return self.dynamic(features, audio_windows, delta_t)
+    def dynamic_offsets(self, features: tuple[Tensor, ...], audio_windows: Tensor, delta_t: Tensor, mouth_code: Tensor | None = None) -> Tensor:
+        """Per-pixel offsets Δd (B, 3, H, W) for audio windows (B, 8, 16, D) at ``delta_t`` (B,) seconds
+        (and, for a decoder with a mouth predictor, optionally the true mouth codes (B, 2))."""
+        return self.dynamic(features, audio_windows, delta_t, mouth_code)
 
     def splats(self, encoded: Encoded, dynamic_offsets: Tensor | None = None) -> Splats:
         """The Gaussians (batch B, H*W splats) in the source view space; without offsets, the static head."""

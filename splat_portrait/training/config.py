@@ -83,6 +83,12 @@ class TrainConfig:
     lip_gap_weight: float = 0.0
     # Weight of the still-face loss on the audio offsets away from the mouth (stage II only).
     still_weight: float = 0.0
+    # Stage II: the width of a mouth predictor to give a decoder built afresh (models/mouth_code.py);
+    # None keeps the initial checkpoint's decoder as it is, 0 makes one that hears the audio itself.
+    mouth_code_channels: int | None = None
+    # Stage II: steps fitting the mouth predictor on every real frame before the first render step
+    # (training/mouth_code.py); it is frozen afterwards. 0 keeps the initial checkpoint's predictor.
+    mouth_code_steps: int = 0
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
@@ -109,6 +115,10 @@ class TrainConfig:
             raise ValueError(f"footprint must not be negative, got {self.footprint}")
         if self.mouth_weight < 1:
             raise ValueError(f"mouth_weight must be at least 1 (1 weighs the mouth like any pixel), got {self.mouth_weight}")
+        if self.mouth_code_steps < 0 or (self.mouth_code_channels or 0) < 0:
+            raise ValueError("mouth_code_channels and mouth_code_steps must not be negative")
+        if (self.mouth_code_channels is not None or self.mouth_code_steps) and self.stage != "dynamic":
+            raise ValueError("the mouth code belongs to stage II (dynamic)")
         for name in ("lip_weight", "lip_gap_weight", "still_weight"):
             if getattr(self, name) > 0 and self.stage != "dynamic":
                 raise ValueError(f"{name} > 0 weighs the audio offsets: it belongs to stage II (dynamic)")

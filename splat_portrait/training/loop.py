@@ -42,6 +42,7 @@ from splat_portrait.models.talking_head import TalkingHead
 from splat_portrait.training import distributed, state
 from splat_portrait.training.config import TrainConfig, resume_differences
 from splat_portrait.training.distributed import Distributed, RankShard
+from splat_portrait.training.mouth_code import fit_mouth_predictor
 from splat_portrait.training.objective import Objective, build_critics
 from splat_portrait.training.previews import preview_images
 
@@ -107,6 +108,17 @@ def with_footprint(model: TalkingHead, footprint: float) -> TalkingHead:
     return rebuilt
 
 
+def with_mouth_code(model: TalkingHead, channels: int, seed: int) -> TalkingHead:
+    """The same generator under a new dynamic decoder (seeded by ``seed``) with a mouth predictor of
+    ``channels`` (0: none); the old decoder's weights do not fit it and are dropped."""
+    dynamic = dataclasses.replace(model.config.dynamic, mouth_code_channels=channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        rebuilt = TalkingHead(dataclasses.replace(model.config, dynamic=dynamic))
+    rebuilt.generator.load_state_dict(model.generator.state_dict())
+    return rebuilt
+
+
 class Trainer:
     """One process's part of a run; build it with :func:`train`."""
 
@@ -120,6 +132,7 @@ class Trainer:
         self.dataset = self._dataset(saved, init)
         self.feature_spec, model = self._model(saved, init)
         self.model = model.to(context.device)
+        self.mouth_code_fit = saved.get("mouth_code_fit") if saved is not None else self._fit_mouth_predictor()
         self.params = self._trainable_parameters()
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         warmup = config.warmup_steps
@@ -196,7 +209,21 @@ class Trainer:
             model, trained_spec = initial_model(config, self.dataset.resolution, data_spec.dim), data_spec
         if config.stage == "dynamic":
             check_model_reads(trained_spec, model.config.dynamic.audio.feature_dim, data_spec, config.data_dir)
+            channels = config.mouth_code_channels
+            if saved is None and channels is not None and channels != model.config.dynamic.mouth_code_channels:
+                model = with_mouth_code(model, channels, config.seed)
         return trained_spec or data_spec, model
+
+    def _fit_mouth_predictor(self) -> dict[str, Any] | None:
+        config, model = self.config, self.model
+        if config.stage != "dynamic" or not config.mouth_code_steps:
+            return None
+        if not model.config.dynamic.mouth_code_channels:
+            raise SplatPortraitError("--mouth-code-steps fits a mouth predictor, but this decoder has none; add --mouth-code-channels")
+        assert isinstance(self.dataset, DynamicDataset)
+        record = fit_mouth_predictor(model.dynamic.mouth, self.dataset, config.mouth_code_steps, seed=config.seed)
+        log.info("mouth predictor: %d steps on %d frames of %d clips, loss %.3f", record["steps"], record["frames"], record["clips"], record["final_loss"])
+        return record
 
     def _trainable_parameters(self) -> list[nn.Parameter]:
         model, config = self.model, self.config
@@ -205,6 +232,9 @@ class Trainer:
             model.dynamic.requires_grad_(False)
         elif config.freeze_static:
             model.generator.requires_grad_(False)
+        if config.stage == "dynamic" and model.config.dynamic.mouth_code_channels:
+            # Fitted beforehand on every real frame; stage II learns what its codes do to the splats.
+            model.dynamic.mouth.requires_grad_(False)
         return [p for p in model.parameters() if p.requires_grad]
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -295,6 +325,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "feature_spec": self.feature_spec.to_json(),
             "losses": dict(losses),
+            **({"mouth_code_fit": self.mouth_code_fit} if self.mouth_code_fit else {}),
         }
 
     def _save(self, losses: dict[str, float]) -> None:

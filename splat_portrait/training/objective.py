@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from splat_portrait import camera
 from splat_portrait.losses import LPIPSLoss, VGGFaceLoss, mse
 from splat_portrait.losses.mouth import MOUTH, lip_gap_loss, lip_shape_loss, mouth_weights, points_under, still_face_loss, weighted_mse
+from splat_portrait.models.mouth_code import mouth_code
 from splat_portrait.models.talking_head import Encoded, TalkingHead
 from splat_portrait.losses.geometry import depth_smoothness
 from splat_portrait.prior import (
@@ -72,12 +73,28 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
+def teacher_mouth_codes(model: TalkingHead, batch: dict[str, Any]) -> Tensor | None:
+    """For a decoder with a mouth predictor: the true mouth codes of the batch (target frame minus
+    source frame, from their landmarks), the predicted ones where a frame has no landmarks; else None."""
+    if not model.config.dynamic.mouth_code_channels:
+        return None
+    true = mouth_code(batch["landmarks_n"]) - mouth_code(batch["landmarks_i"])
+    known = (batch["has_landmarks_i"] & batch["has_landmarks_n"])[:, None]
+    if bool(known.all()):
+        return true
+    return torch.where(known, true, model.dynamic.mouth(batch["audio"]))
+
+
 def predict(model: TalkingHead, batch: dict[str, Any], dynamic: bool, amp: bool = False) -> Prediction:
-    """Splats (and background) from ``batch["image_i"]``; with ``dynamic``, Δd from its audio and ``delta_t``."""
+    """Splats (and background) from ``batch["image_i"]``; with ``dynamic``, Δd from its audio and ``delta_t``
+    (a decoder with a mouth predictor is given the frames' true mouth codes where their landmarks are known)."""
     device = batch["image_i"].device
     with autocast(device, amp):
         encoded = model.encode(batch["image_i"], batch["c2w_i"], batch["intrinsics_i"])
-        offsets = model.dynamic_offsets(encoded.features, batch["audio"], batch["delta_t"]) if dynamic else None
+        offsets = None
+        if dynamic:
+            codes = teacher_mouth_codes(model, batch)
+            offsets = model.dynamic_offsets(encoded.features, batch["audio"], batch["delta_t"], codes)
     # Rasterisation and the losses run in float32 (gsplat needs it, and the sums are long).
     encoded = dataclasses.replace(encoded, attributes=encoded.attributes.float(), background=encoded.background.float())
     static = model.splats(encoded)
