@@ -10,6 +10,10 @@ official SyncNet weights are a download we cannot make:
 * audio: the ten 50 Hz feature vectors the frames span (frame ``t`` sits on feature ``2t``), in the
   model's own feature spec: (N, 10, D).
 
+With ``video_input="motion"`` the video encoder sees each frame minus the window's mean frame:
+what moves, not what the face looks like. Trained on a few dozen people, an encoder of whole
+frames learns them by heart (it ranks held-out true pairs at chance); motion is what sync is about.
+
 Each encoder ends in an L2-normalised embedding; matching pairs are close (cosine similarity high).
 The module is tensor-in, tensor-out; cropping and the offset search live in
 :mod:`splat_portrait.metrics.sync_expert`.
@@ -25,6 +29,10 @@ from torch import Tensor, nn
 
 WINDOW_FRAMES = 5
 FEATURES_PER_FRAME = 2
+VIDEO_INPUTS = ("frames", "motion")
+# Speech changes a mouth crop's grey levels by a few hundredths between frames; this brings the
+# motion input to about the range of the frames input.
+MOTION_GAIN = 8.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,12 @@ class SyncExpertConfig:
     crop_size: tuple[int, int] = (32, 48)
     channels: int = 16
     embedding_dim: int = 128
+    # "frames": the greyscale crops as they are; "motion": each minus the window's mean frame.
+    video_input: str = "frames"
+
+    def __post_init__(self) -> None:
+        if self.video_input not in VIDEO_INPUTS:
+            raise ValueError(f"video_input must be one of {', '.join(VIDEO_INPUTS)}, got {self.video_input!r}")
 
     @property
     def audio_frames(self) -> int:
@@ -64,6 +78,8 @@ class SyncExpert(nn.Module):
 
     def embed_video(self, mouths: Tensor) -> Tensor:
         """(N, 5, H, W) greyscale mouth crops in [0, 1] -> (N, E) unit vectors."""
+        if self.config.video_input == "motion":
+            return F.normalize(self.video(MOTION_GAIN * (mouths - mouths.mean(1, keepdim=True))), dim=-1)
         return F.normalize(self.video(mouths * 2 - 1), dim=-1)
 
     def embed_audio(self, features: Tensor) -> Tensor:

@@ -6,6 +6,11 @@ every video window against: its own audio, ``shifts`` windows of the same clip's
 (other people, other times). A softmax cross-entropy over those scores (InfoNCE) pulls the true
 pair's cosine similarity above all the others'.
 
+With ``augment`` every window is changed in ways that keep it in sync: mirrored, its brightness
+and contrast moved, shifted by up to two pixels; its audio gets noise and one masked band of
+frequencies. A few dozen people are far too few to see every face and voice; these make them
+look like more.
+
 Every real clip of the split long enough for the shifts is used; synthetic clips are left out
 (their sound is not speech). The whole train split's mouth crops are held in memory as uint8 (a few MB per
 minute of video), so steps never wait for JPEG decoding.
@@ -48,6 +53,7 @@ class SyncTrainConfig:
     resolution: int = 128
     # Synthetic clips' sound is not speech; only tests of the machinery train on them.
     include_synthetic: bool = False
+    augment: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "resolution"):
@@ -108,6 +114,36 @@ def sample_batch(clips: list[ClipWindows], config: SyncTrainConfig, rng: np.rand
     return torch.stack(videos), torch.stack(audios)
 
 
+SHIFT_PX = 2
+NOISE, MASKED_BINS = 0.1, 8
+
+
+def augment(videos: torch.Tensor, audios: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sync-keeping random changes of video windows (B, 5, H, W) and their audio candidates (B, C, 10, D).
+
+    Each window is mirrored (half of them), its contrast scaled by 0.7-1.3 about its mean and its
+    brightness moved by up to 0.1, and it is shifted by up to ``SHIFT_PX`` pixels (edges repeated).
+    All candidates of a window get the same masked band of up to ``MASKED_BINS`` features (set to 0,
+    the utterance mean) and fresh noise, so what tells them apart is still their timing alone.
+    """
+    b, _, h, w = videos.shape
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    flip = rand(b) < 0.5
+    videos = torch.where(flip[:, None, None, None], videos.flip(-1), videos)
+    mean = videos.mean((1, 2, 3), keepdim=True)
+    videos = ((videos - mean) * (0.7 + 0.6 * rand(b, 1, 1, 1)) + mean + 0.2 * (rand(b, 1, 1, 1) - 0.5)).clamp(0, 1)
+    padded = F.pad(videos, (SHIFT_PX,) * 4, mode="replicate")
+    starts = torch.randint(0, 2 * SHIFT_PX + 1, (b, 2), generator=generator)
+    videos = torch.stack([padded[k, :, y : y + h, x : x + w] for k, (y, x) in enumerate(starts.tolist())])
+    bins = audios.shape[-1]
+    low = torch.randint(0, bins, (b,), generator=generator)
+    width = torch.randint(0, MASKED_BINS + 1, (b,), generator=generator)
+    band = torch.arange(bins)
+    masked = (band >= low[:, None]) & (band < (low + width)[:, None])  # (B, D)
+    audios = audios.masked_fill(masked[:, None, None, :], 0.0) + NOISE * torch.randn(audios.shape, generator=generator)
+    return videos, audios
+
+
 def contrastive_loss(expert: SyncExpert, videos: torch.Tensor, audios: torch.Tensor, temperature: float) -> tuple[torch.Tensor, float]:
     """InfoNCE of each video window against its own shifted audio and every other window's true audio; and the accuracy."""
     b, c = audios.shape[:2]
@@ -130,16 +166,20 @@ def train_sync(
     """Train an expert and save it to ``output`` (a checkpoint whose training record names its data)."""
     chosen = expert_config or SyncExpertConfig()
     clips, spec = load_windows(config.data_dir, "train", chosen, config.resolution, config.include_synthetic)
-    # The mouth crops do not depend on the feature width, so the default config takes the data's only now.
-    expert_config = expert_config or dataclasses.replace(chosen, feature_dim=spec.dim)
+    # The mouth crops do not depend on the feature width, so the expert takes the data's only now.
+    expert_config = dataclasses.replace(chosen, feature_dim=spec.dim)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     expert = SyncExpert(expert_config)
     optimizer = torch.optim.AdamW(expert.parameters(), lr=config.lr, weight_decay=1e-4)
     started = time.perf_counter()
     recent: deque[tuple[float, float]] = deque(maxlen=50)
     for step in range(1, config.steps + 1):
-        loss, accuracy = contrastive_loss(expert, *sample_batch(clips, config, rng), config.temperature)
+        videos, audios = sample_batch(clips, config, rng)
+        if config.augment:
+            videos, audios = augment(videos, audios, generator)
+        loss, accuracy = contrastive_loss(expert, videos, audios, config.temperature)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
