@@ -15,20 +15,18 @@ PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/default-model}
 VIDEOS=${VIDEOS:-$RUNS/videos}
 DATA=$RUNS/data
-# The last commit with the previous bundled model (trained on the sample clips and synthetic heads).
-PREVIOUS=f3eeac9
+# The commit of the previous bundled model (the same static head; stage II without the mouth code).
+PREVIOUS=9ab865a
 
 mirrors=(); [ -n "${MIRRORS:-}" ] && mirrors=(--mirrors "$MIRRORS")
 $PY scripts/corpus.py gather -o "$VIDEOS" "${mirrors[@]}"  # brings only what is missing or changed
 [ -f "$DATA/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA" --size 128
-# The previous model was trained on features without per-utterance normalisation.
-[ -f "$DATA-none/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA-none" --size 128 --audio-norm none
 mkdir -p "$RUNS/previous-model"
 git archive "$PREVIOUS" splat_portrait/assets/default | tar -x -C "$RUNS/previous-model"
 for method in model previous copy-source; do
   case $method in
     model) args=("$DATA" --model splat_portrait/assets/default) ;;
-    previous) args=("$DATA-none" --model "$RUNS/previous-model/splat_portrait/assets/default") ;;
+    previous) args=("$DATA" --model "$RUNS/previous-model/splat_portrait/assets/default") ;;
     copy-source) args=("$DATA" --model splat_portrait/assets/default --baseline copy-source) ;;
   esac
   # The previous model and the baseline do not change: scored once.

@@ -12,7 +12,9 @@
 #
 # Stages: stage I (free splats), then a short stage-I fine-tune with the surface footprint and depth
 # smoothness (the winners of scripts/ablate_view_terms.sh), then stage II with the static head
-# frozen, the landmark lip loss and the still-face term (scripts/ablate_mouth_terms.sh). Steps and
+# frozen, the landmark lip loss, the still-face term and the mouth code: a 16-wide mouth predictor
+# fitted on every real frame first, the decoder taught by the frames' true codes
+# (scripts/ablate_mouth_terms.sh). Steps and
 # learning rates suit a CPU-only budget of about 1.5 h of training on 2 cores; the paper's 2.5e-5 is
 # meant for far longer runs. LPIPS is off because torchvision's VGG16 backbone cannot be downloaded
 # on our machines.
@@ -40,8 +42,8 @@ git show "$STAGE_ONE_LISTING:data/corpus.json" > "$RUNS/corpus-stage-one.json"
 [ -f "$RUNS/static-views/static.ckpt" ] || $SP train-static "$RUNS/data-stage-one" --init "$RUNS/static/static.ckpt" \
   -o "$RUNS/static-views" --steps 300 --lr 1e-4 --seed 1 --checkpoint-every 1000 --footprint 0.5 --depth-smoothness 0.01 "${COMMON[@]}"
 [ -f "$RUNS/dynamic/dynamic.ckpt" ] || $SP train-dynamic "$RUNS/data" --init "$RUNS/static-views/static.ckpt" \
-  -o "$RUNS/dynamic" --freeze-static --steps 2000 --lr 5e-4 --seed 0 --checkpoint-every 250 --depth-smoothness 0 \
-  --lip-weight 1 --still-weight 0.1 "${COMMON[@]}"
+  -o "$RUNS/dynamic" --freeze-static --steps 1500 --lr 5e-4 --seed 0 --checkpoint-every 250 --depth-smoothness 0 \
+  --lip-weight 1 --still-weight 0.1 --mouth-code-channels 16 --mouth-code-steps 300 "${COMMON[@]}"
 
 $SP export "$RUNS/dynamic/dynamic.ckpt" -o splat_portrait/assets/default
 bash scripts/evaluate_default_model.sh
