@@ -7,7 +7,7 @@
 #   RUNS=DIR bash scripts/ablate_mouth_terms.sh   # DIR holds data/ (scripts/corpus.py preprocess), static/static.ckpt, sync.ckpt
 #   RUNS=DIR STEPS=2000 LR=5e-4 NAMES=mouth-weight+lip-loss,mouth-weight+lip-loss+lip-gap,mouth-weight+lip-loss+still \
 #     OUT=benchmarks/results/ablation_mouth_long.json bash scripts/ablate_mouth_terms.sh   # the longer runs
-#   RUNS=DIR STEPS=1500 LR=5e-4 NAMES=mouth-weight+lip-loss+still+mouth-code \
+#   RUNS=DIR STEPS=1500 LR=5e-4 NAMES=mouth-weight+lip-loss+still+mouth-code,mouth-weight+lip-loss+lip-gap+still+mouth-code \
 #     OUT=benchmarks/results/ablation_mouth_code.json bash scripts/ablate_mouth_terms.sh   # the mouth code
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,7 @@ declare -A SETTINGS=(
   [mouth-weight+lip-loss+lip-gap]="--mouth-weight 10 --lip-weight 1 --lip-gap-weight 5"
   [mouth-weight+lip-loss+still]="--mouth-weight 10 --lip-weight 1 --still-weight 0.1"
   [mouth-weight+lip-loss+still+mouth-code]="--mouth-weight 10 --lip-weight 1 --still-weight 0.1 --mouth-code-channels 16 --mouth-code-steps 300"
+  [mouth-weight+lip-loss+lip-gap+still+mouth-code]="--mouth-weight 10 --lip-weight 1 --lip-gap-weight 5 --still-weight 0.1 --mouth-code-channels 16 --mouth-code-steps 300"
 )
 for name in "${NAMES[@]}"; do
   run=$RUNS/ablation/$name
