@@ -30,9 +30,10 @@ SOURCES = {
     "default-model": ("default_model.json", "bash scripts/evaluate_default_model.sh"),
     "lipsync": ("lipsync.json", ".venv/bin/python benchmarks/lipsync.py --videos runs/default-model/videos --sync runs/default-model/sync.ckpt --json benchmarks/results/lipsync.json"),
     "lipsync-previous": ("lipsync_previous.json", ".venv/bin/python benchmarks/lipsync.py --videos runs/default-model/videos --model runs/default-model/previous-model/splat_portrait/assets/default --sync runs/default-model/sync.ckpt --json benchmarks/results/lipsync_previous.json"),
-    "sync-expert": ("sync_expert.json", ".venv/bin/python benchmarks/sync_expert.py runs/default-model/sync.ckpt runs/default-model/data-stage-one --json benchmarks/results/sync_expert.json"),
+    "sync-expert": ("sync_expert.json", ".venv/bin/python benchmarks/sync_expert.py runs/default-model/sync.ckpt runs/default-model/data --json benchmarks/results/sync_expert.json"),
     "ablation-mouth": ("ablation_mouth.json", "RUNS=runs/mouth-400 bash scripts/ablate_mouth_terms.sh"),
     "ablation-mouth-long": ("ablation_mouth_long.json", 'RUNS=runs/v3 STEPS=2000 LR=5e-4 NAMES=mouth-weight+lip-loss,mouth-weight+lip-loss+lip-gap,mouth-weight+lip-loss+still OUT=benchmarks/results/ablation_mouth_long.json bash scripts/ablate_mouth_terms.sh'),
+    "ablation-mouth-code": ("ablation_mouth_code.json", "RUNS=runs/v4 STEPS=1500 LR=5e-4 NAMES=mouth-weight+lip-loss+still+mouth-code,mouth-weight+lip-loss+lip-gap+still+mouth-code OUT=benchmarks/results/ablation_mouth_code.json bash scripts/ablate_mouth_terms.sh"),
     "views": ("views.json", ".venv/bin/python benchmarks/views.py --json benchmarks/results/views.json"),
     "views-previous": ("views_previous.json", ".venv/bin/python benchmarks/views.py --model runs/default-model/previous-model/splat_portrait/assets/default --json benchmarks/results/views_previous.json"),
     "ablation-views": ("ablation_views.json", "RUNS=runs/abl INIT=runs/v2/static/static.ckpt PRIOR=runs/abl/prior.ckpt bash scripts/ablate_view_terms.sh"),
@@ -152,6 +153,8 @@ def ablation_table(name: str = "ablation-mouth") -> str:
         "plain-l2": "plain L2 (the paper's objective)", "mouth-weight": "mouth box weighed 10x", "mouth-weight+lip-loss": "mouth box 10x + lip loss",
         "mouth-weight+lip-loss+lip-gap": "mouth box 10x + lip loss + inner-lip gap loss 5",
         "mouth-weight+lip-loss+still": "mouth box 10x + lip loss + still face 0.1",
+        "mouth-weight+lip-loss+still+mouth-code": "mouth box 10x + lip loss + still face 0.1 + mouth code",
+        "mouth-weight+lip-loss+lip-gap+still+mouth-code": "mouth box 10x + lip loss + inner-lip gap loss 5 + still face 0.1 + mouth code",
     }  # fmt: skip
     columns = ("mouth_r", "mouth_amp", "lmd", "psnr", "ssim", "sync_in_sync")
     rows = [[labels.get(row_name, row_name), *(score(row.get(s), s, "n/a") for s in columns)] for row_name, row in data["rows"].items()]
@@ -229,6 +232,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "sync-expert": sync_expert_table,
     "ablation-mouth": ablation_table,
     "ablation-mouth-long": lambda: ablation_table("ablation-mouth-long"),
+    "ablation-mouth-code": lambda: ablation_table("ablation-mouth-code"),
     "views": views_table,
     "ablation-views": views_ablation_table,
     "paper-hdtf": paper_table,
