@@ -35,7 +35,7 @@ SOURCES = {
     "ablation-mouth-long": ("ablation_mouth_long.json", 'RUNS=runs/v3 STEPS=2000 LR=5e-4 NAMES=mouth-weight+lip-loss,mouth-weight+lip-loss+lip-gap,mouth-weight+lip-loss+still OUT=benchmarks/results/ablation_mouth_long.json bash scripts/ablate_mouth_terms.sh'),
     "ablation-mouth-code": ("ablation_mouth_code.json", "RUNS=runs/v4 STEPS=1500 LR=5e-4 NAMES=mouth-weight+lip-loss+still+mouth-code,mouth-weight+lip-loss+lip-gap+still+mouth-code OUT=benchmarks/results/ablation_mouth_code.json bash scripts/ablate_mouth_terms.sh"),
     "views": ("views.json", ".venv/bin/python benchmarks/views.py --json benchmarks/results/views.json"),
-    "views-previous": ("views_previous.json", ".venv/bin/python benchmarks/views.py --model runs/default-model/previous-model/splat_portrait/assets/default --json benchmarks/results/views_previous.json"),
+    "views-previous": ("views_previous.json", ".venv/bin/python benchmarks/views.py --model runs/before-footprint/splat_portrait/assets/default --json benchmarks/results/views_previous.json"),
     "ablation-views": ("ablation_views.json", "RUNS=runs/abl INIT=runs/v2/static/static.ckpt PRIOR=runs/abl/prior.ckpt bash scripts/ablate_view_terms.sh"),
     "stream": ("stream.json", ".venv/bin/python benchmarks/stream.py --json benchmarks/results/stream.json"),
 }
@@ -205,7 +205,7 @@ def views_table() -> str:
     rows = []
     for name, methods in data["portraits"].items():
         rows.append(_views_row(f"bundled model: {name}", methods["model"]))
-        rows.append(_views_row(f"previous bundled model: {name}", previous["portraits"][name]["model"]))
+        rows.append(_views_row(f"bundled model before the surface footprint: {name}", previous["portraits"][name]["model"]))
         rows.append(_views_row(f"copy-source (reference): {name}", methods["copy-source"]))
     headers = ["portrait, yaw −30…30° × pitch 0/±12.5°", "face found", "CSIM to source", "tearing, mean", "tearing, worst (yaw/pitch)"]
     return table(headers, rows) + "\n\n" + provenance(data, "views") + "\n" + provenance(previous, "views-previous")
