@@ -41,7 +41,7 @@ from splat_portrait.audio.features import EXTRACTORS, FeatureSpec, MelExtractor,
 from splat_portrait.audio.windows import NUM_WINDOWS, WINDOW
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.models import TalkingHead, load_checkpoint
-from splat_portrait.models.generator import ATTRIBUTES
+from splat_portrait.models.generator import attribute_slice
 from splat_portrait.runtime.model_dir import (
     AUDIO_DECODER, CARD, FP16_SUFFIX, GENERATOR, GraphInfo, ModelCard, create_session, execution_providers, sha256_of,
 )  # fmt: skip
@@ -172,10 +172,9 @@ def _differences(got: list[np.ndarray], expected: list[Tensor], fp16: bool) -> l
 
 def _split_rotations(attributes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Generator attributes (B, C, H, W) -> (every channel but the rotations, the rotations (B, 4, H, W))."""
-    sizes = [count for _, count in ATTRIBUTES]
-    start = sum(sizes[: [name for name, _ in ATTRIBUTES].index("rotation")])
-    rotations = attributes[:, start : start + 4]
-    return np.concatenate([attributes[:, :start], attributes[:, start + 4 :]], axis=1), rotations
+    rotation = attribute_slice("rotation")
+    kept = np.concatenate([attributes[:, : rotation.start], attributes[:, rotation.stop :]], axis=1)
+    return kept, attributes[:, rotation]
 
 
 def rotation_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:

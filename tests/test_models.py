@@ -11,7 +11,7 @@ from splat_portrait import camera
 from splat_portrait.models import PRESETS, GaussianMaps, ModelConfig, TalkingHead, preset, to_splats
 from splat_portrait.models.audio import AudioAttNet, AudioEncoder, AudioNet, time_delta_embedding
 from splat_portrait.models.config import AudioConfig, GeneratorConfig, UNetConfig
-from splat_portrait.models.generator import ATTRIBUTE_CHANNELS
+from splat_portrait.models.generator import ATTRIBUTE_CHANNELS, ATTRIBUTES, attribute_slice
 from splat_portrait.render import render
 
 S = 64
@@ -138,6 +138,16 @@ def test_encode_rejects_images_of_the_wrong_size():
 
 
 # --- splats -------------------------------------------------------------------------------------
+
+
+def test_attribute_slices_name_the_channels_the_maps_split_into():
+    attributes = torch.arange(ATTRIBUTE_CHANNELS, dtype=torch.float32)[None, :, None, None]
+    maps = GaussianMaps.from_attributes(attributes)
+    assert attribute_slice("rotation") == slice(8, 12) and attribute_slice("color") == slice(12, 15)
+    for name, _ in ATTRIBUTES:
+        assert torch.equal(getattr(maps, name), attributes[:, attribute_slice(name)])
+    with pytest.raises(KeyError, match="no generator attribute 'alpha'; they are opacity, scale, depth, offset, rotation, color"):
+        attribute_slice("alpha")
 
 
 def test_to_splats_puts_each_gaussian_on_its_pixel_ray_at_its_depth():

@@ -33,6 +33,16 @@ ATTRIBUTES: tuple[tuple[str, int], ...] = (
     ("opacity", 1), ("scale", 3), ("depth", 1), ("offset", 3), ("rotation", 4), ("color", 3),
 )  # fmt: skip
 ATTRIBUTE_CHANNELS = sum(c for _, c in ATTRIBUTES)
+
+
+def attribute_slice(name: str) -> slice:
+    """The channels of attribute ``name`` in the generator's (B, 15, H, W) attribute maps."""
+    names = [n for n, _ in ATTRIBUTES]
+    if name not in names:
+        raise KeyError(f"no generator attribute {name!r}; they are {', '.join(names)}")
+    start = sum(c for _, c in ATTRIBUTES[: names.index(name)])
+    return slice(start, start + dict(ATTRIBUTES)[name])
+
 BACKGROUND_CHANNELS = 3
 # Camera conditioning reads the c2w translation (3) and the normalised focal fx (1).
 CAMERA_VALUES = 4
