@@ -12,10 +12,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter1d
 
-# 68-point landmark indices (iBUG 300-W numbering).
-LEFT_EYE = slice(36, 42)
-RIGHT_EYE = slice(42, 48)
-MOUTH_CORNERS = (48, 54)
+from splat_portrait.face.landmarks import LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE
 
 
 def ffhq_box(landmarks: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
 from splat_portrait.camera import DEFAULT_FOCAL, DEFAULT_RADIUS
-from splat_portrait.face.crop import LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE, ffhq_box, fill_gaps
+from splat_portrait.face.crop import ffhq_box, fill_gaps
+from splat_portrait.face.landmarks import LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE
 
 # Generic head, millimetres, x right, y down, z away from the viewer, nose tip at z = 0.
 # x, y: mean of dlib's 68 landmarks over near-frontal frames of talking-head videos, mirrored and

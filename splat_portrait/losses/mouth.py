@@ -27,9 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-MOUTH = slice(48, 68)
-NOSE_BRIDGE, CHIN = 27, 8
-UPPER_INNER_LIP, LOWER_INNER_LIP = 62, 66
+from splat_portrait.face.landmarks import LOWER_INNER_LIP, MOUTH, UPPER_INNER_LIP, face_down_axis
 
 
 def mouth_box(landmarks: Tensor, known: Tensor, size: int, margin: float = 0.25) -> Tensor:
@@ -67,10 +65,6 @@ def points_under(means: Tensor, size: int, uv: Tensor) -> Tensor:
     return sampled[..., 0].transpose(1, 2)
 
 
-def _face_heights(landmarks: Tensor) -> Tensor:
-    return (landmarks[:, NOSE_BRIDGE] - landmarks[:, CHIN]).norm(dim=-1).clamp_min(1e-3)
-
-
 def _known_mean(per_frame: Tensor, known: Tensor) -> Tensor:
     # No known frame gives 0, still connected to the inputs, so every process in a distributed
     # step reaches the same parameters.
@@ -85,7 +79,7 @@ def lip_shape_loss(lips: Tensor, target: Tensor, known: Tensor) -> Tensor:
     centred = lips - lips.mean(1, keepdim=True)
     expected = truth - truth.mean(1, keepdim=True)
     # sqrt(. + eps): the gradient of a plain norm is undefined where a point fits exactly.
-    per_frame = ((centred - expected).square().sum(-1) + 1e-12).sqrt().mean(1) / _face_heights(target)
+    per_frame = ((centred - expected).square().sum(-1) + 1e-12).sqrt().mean(1) / face_down_axis(target)[1]
     return _known_mean(per_frame, known)
 
 
@@ -97,9 +91,7 @@ def lip_gap_loss(lips: Tensor, target: Tensor, known: Tensor) -> Tensor:
     (landmark 27 to 8), not their distance: a closed mouth, whose two points coincide, still gets a
     gradient that opens it (a distance has none there).
     """
-    down = target[:, CHIN] - target[:, NOSE_BRIDGE]
-    height = down.norm(dim=-1).clamp_min(1e-3)
-    down = down / height[:, None]
+    down, height = face_down_axis(target)
     top, bottom = UPPER_INNER_LIP - MOUTH.start, LOWER_INNER_LIP - MOUTH.start
     gap = ((lips[:, bottom] - lips[:, top]) * down).sum(-1)
     truth = ((target[:, LOWER_INNER_LIP] - target[:, UPPER_INNER_LIP]) * down).sum(-1)

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MOUTH = slice(48, 68)
-LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)
-UPPER_INNER_LIP, LOWER_INNER_LIP, NOSE_BRIDGE, CHIN = 62, 66, 27, 8
+from splat_portrait.face.landmarks import CHIN, LEFT_EYE, LOWER_INNER_LIP, MOUTH, NOSE_BRIDGE, RIGHT_EYE, UPPER_INNER_LIP
+
 # Below this standard deviation (in face heights) a mouth track counts as not moving.
 STILL = 1e-6
 

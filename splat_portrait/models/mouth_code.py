@@ -26,13 +26,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from splat_portrait.face.landmarks import LOWER_INNER_LIP, MOUTH_CORNERS, UPPER_INNER_LIP, face_down_axis
 from splat_portrait.models.audio import AudioEncoder
 from splat_portrait.models.config import AudioConfig
 
 CODE_DIM = 2
-NOSE_BRIDGE, CHIN = 27, 8
-UPPER_INNER_LIP, LOWER_INNER_LIP = 62, 66
-LEFT_CORNER, RIGHT_CORNER = 48, 54
 # Speech moves the gap by a few hundredths of a face height; this scale brings codes to order one
 # before the decoder's condition MLP.
 CODE_SCALE = 20.0
@@ -40,10 +38,10 @@ CODE_SCALE = 20.0
 
 def mouth_code(landmarks: Tensor) -> Tensor:
     """Landmarks (..., 68, 2) -> mouth codes (..., 2): inner-lip gap and mouth width, in face heights."""
-    down = landmarks[..., CHIN, :] - landmarks[..., NOSE_BRIDGE, :]
-    height = down.norm(dim=-1).clamp_min(1e-3)
-    gap = ((landmarks[..., LOWER_INNER_LIP, :] - landmarks[..., UPPER_INNER_LIP, :]) * down).sum(-1) / height
-    width = (landmarks[..., RIGHT_CORNER, :] - landmarks[..., LEFT_CORNER, :]).norm(dim=-1)
+    down, height = face_down_axis(landmarks)
+    gap = ((landmarks[..., LOWER_INNER_LIP, :] - landmarks[..., UPPER_INNER_LIP, :]) * down).sum(-1)
+    left, right = MOUTH_CORNERS
+    width = (landmarks[..., right, :] - landmarks[..., left, :]).norm(dim=-1)
     return torch.stack([gap, width], -1) / height[..., None]
 
 
