@@ -127,7 +127,7 @@ def train_dynamic(
     ),
     mouth_code_steps: int = typer.Option(
         0, "--mouth-code-steps", min=0,
-        help="Steps fitting the mouth predictor on every real frame before stage II renders (try 600; 0: keep --init's).",
+        help="Steps fitting the mouth predictor on every real frame before stage II renders (the bundled model: 300; 0: keep --init's).",
     ),
     sds_views: str = _SDS_VIEWS,
     sds_crop: str = _SDS_CROP,
