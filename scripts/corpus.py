@@ -61,8 +61,10 @@ def read_listing(path: Path = LISTING) -> tuple[dict, list[Clip]]:
 
 
 def _git_dir(mirrors: Path, repo: str) -> Path:
+    """The git directory of ``repo``'s mirror: DIR/owner+name[/repo], bare or with a work tree (its .git)."""
     base = mirrors / repo.replace("/", "+")
-    return base / "repo" if (base / "repo").is_dir() else base
+    base = base / "repo" if (base / "repo").is_dir() else base
+    return base / ".git" if (base / ".git").is_dir() else base
 
 
 def _blob(repo: str, commit: str, path: str, mirrors: Path | None, clones: Path) -> bytes:
