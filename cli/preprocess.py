@@ -60,7 +60,9 @@ def preprocess(
         None, "--audio-model", help="wav2vec2 model: a local folder or a hub id (e.g. facebook/wav2vec2-large-xlsr-53)."
     ),
     audio_norm: str = typer.Option(
-        "utterance", "--audio-norm", help=f"Audio feature normalisation: {' or '.join(NORMALISATIONS)} (per-dimension over each clip)."
+        "utterance-gated", "--audio-norm",
+        help=f"Audio feature normalisation: {', '.join(NORMALISATIONS)} (per-dimension over each clip; gated: a clip whose loudness "
+        "hardly swings, such as room tone alone, is not stretched to speech's spread).",
     ),
     workers: int = typer.Option(default_workers(), "--workers", min=1, help="Clips processed in parallel."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=1.0, help="Share of clips in the test split."),

@@ -26,7 +26,7 @@ def synth(
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share of clips in the test split."),
     speech: str = typer.Option("auto", "--speech", help="auto (espeak-ng if installed), espeak, or voiced."),
     audio_norm: str = typer.Option(
-        "utterance", "--audio-norm", help=f"Audio feature normalisation: {' or '.join(NORMALISATIONS)}; match the real clips beside these."
+        "utterance-gated", "--audio-norm", help=f"Audio feature normalisation: {', '.join(NORMALISATIONS)}; match the real clips beside these."
     ),
 ) -> None:
     """Render procedural talking heads (with depth and mouth-opening ground truth) as training data."""

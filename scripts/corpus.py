@@ -186,7 +186,7 @@ def main() -> None:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--audio-norm", default="utterance", help="Audio feature normalisation (none: for models trained without it).")
+    p.add_argument("--audio-norm", default="utterance-gated", help="Audio feature normalisation (none, utterance: for models trained with those).")
     p.set_defaults(run=preprocess)
     s = commands.add_parser("sources", help="Rewrite data/SOURCES.md from data/corpus.json.")
     s.add_argument("--check", action="store_true", help="Only check that it is up to date.")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -45,6 +47,41 @@ def test_mel_chunking_matches_one_pass(monkeypatch):
     chunked = F.MelExtractor()
     monkeypatch.setattr(chunked, "chunk_seconds", 1)
     np.testing.assert_allclose(chunked(audio), whole, atol=1e-4)
+
+
+def _room_tone(seconds: float, dbfs: float, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * 16000)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def test_hop_energy_and_the_gate_known_answers():
+    # Two whole 20 ms hops at a mean square of 0.25; the 60 samples past them are no whole hop.
+    np.testing.assert_allclose(F.hop_log_energy(np.full(700, 0.5, np.float32)), [np.log(0.25 + 1e-10)] * 2)
+    assert F.hop_log_energy(np.zeros(100, np.float32)).shape == (0,)
+    assert F.loudness_gate(0.0) == 0.0
+    assert F.loudness_gate(F.SPEECH_SWING / 2) == 0.5
+    assert F.loudness_gate(3.0) == 1.0
+
+
+def test_the_loudness_gate_keeps_speech_and_quietens_steady_noise_at_any_level():
+    from splat_portrait.media.audio import load_audio
+
+    plain = F.make_extractor("mel", normalise="utterance")
+    gated = F.make_extractor("mel", normalise="utterance-gated")
+    speech = load_audio(Path(__file__).resolve().parents[1] / "examples" / "speech.wav")
+    np.testing.assert_array_equal(gated(speech), plain(speech))
+    for dbfs in (-60.0, -30.0):
+        noise = _room_tone(4.0, dbfs)
+        ratio = gated(noise) / plain(noise)
+        # The log of a mean of 320 squared Gaussians spreads by sqrt(2 / 320): a gate of about 0.16.
+        np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-4)
+        assert abs(ratio.flat[0] - np.sqrt(2 / 320) / F.SPEECH_SWING) < 0.02, ratio.flat[0]
+    silence = gated(np.zeros(16000, np.float32))
+    assert np.isfinite(silence).all() and np.abs(silence).max() < 1e-6
+    assert gated.spec == FeatureSpec("mel", None, 80, normalise="utterance-gated")
+    assert gated.spec.describe() == "mel (80-d, 50 Hz, utterance-normalised, loudness-gated)"
+    with pytest.raises(SplatPortraitError) as info:
+        F.check_compatible(plain.spec, gated.spec)
+    assert str(info.value).endswith("recompute them with --audio-features mel --audio-norm utterance")
 
 
 def test_check_compatible():

@@ -76,7 +76,7 @@ def test_fixed_seed_sampling_is_reproducible_and_covers_the_split(source_dir):
 
 def test_dynamic_samples_add_audio_windows_and_delta_t(source_dir):
     dataset = DynamicDataset(source_dir, "test", SIZE, seed=3)
-    assert dataset.feature_spec == FeatureSpec("mel", None, 80, normalise="utterance")
+    assert dataset.feature_spec == FeatureSpec("mel", None, 80, normalise="utterance-gated")
     (clip_id,) = [e.id for e in layout.read_manifest(source_dir) if e.split == "test"]
     features = torch.from_numpy(np.load(ClipPaths.of(source_dir, clip_id).audio_features))
     for k in (0, 5, 17):
@@ -189,7 +189,7 @@ def test_feature_dim_mismatch_between_clips(data_dir):
     layout.write_meta(paths, layout.ClipMeta(**{**meta.__dict__, "audio_features": FeatureSpec("wav2vec2", "tiny", 32)}))
     layout.write_features(paths, np.zeros((48, 32), np.float32))
     assert _error(lambda: DynamicDataset(data_dir)) == (
-        f"audio features differ between clips: {first} has mel (80-d, 50 Hz, utterance-normalised) but {second} has "
+        f"audio features differ between clips: {first} has mel (80-d, 50 Hz, utterance-normalised, loudness-gated) but {second} has "
         "wav2vec2 'tiny' (32-d, 50 Hz); recompute them all with one extractor"
     )
     StaticPairDataset(data_dir)  # stage I does not need audio
@@ -200,7 +200,7 @@ def test_features_not_matching_their_spec(data_dir):
     paths = ClipPaths.of(data_dir, clip)
     layout.write_features(paths, np.zeros((48, 64), np.float32))
     assert _error(lambda: DynamicDataset(data_dir)) == (
-        f"clip {clip}: {paths.audio_features} has shape (48, 64), expected (T, 80) for mel (80-d, 50 Hz, utterance-normalised); rerun preprocessing for it"
+        f"clip {clip}: {paths.audio_features} has shape (48, 64), expected (T, 80) for mel (80-d, 50 Hz, utterance-normalised, loudness-gated); rerun preprocessing for it"
     )
 
 

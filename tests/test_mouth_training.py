@@ -255,7 +255,7 @@ def test_utterance_normalisation_and_its_spec():
     with pytest.raises(SplatPortraitError) as info:
         F.check_compatible(spec, F.FeatureSpec("mel", None, 80))
     assert str(info.value).endswith("recompute them with --audio-features mel --audio-norm utterance")
-    with pytest.raises(SplatPortraitError, match="unknown audio normalisation 'peak'; choose one of none, utterance"):
+    with pytest.raises(SplatPortraitError, match="unknown audio normalisation 'peak'; choose one of none, utterance, utterance-gated"):
         F.make_extractor("mel", normalise="peak")
 
 

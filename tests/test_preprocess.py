@@ -75,7 +75,7 @@ def test_clip_has_25fps_frames_matching_audio_and_features(videos, tmp_path):
     assert np.degrees(np.arccos(np.clip(forward[:, 2], -1, 1))).max() < 20
     meta = layout.read_meta(paths)
     assert (meta.id, meta.num_frames, meta.duration, meta.source) == ("good", 100, 4.0, str(videos["good"]))
-    assert meta.audio_features == FeatureSpec("mel", None, 80, normalise="utterance")
+    assert meta.audio_features == FeatureSpec("mel", None, 80, normalise="utterance-gated")
     features = layout.read_features(paths)
     np.testing.assert_allclose(features.mean(0), 0, atol=1e-2)
     assert meta.extra == {"face_fraction": 1.0, "crop_size": 64}
@@ -93,7 +93,7 @@ def test_wav2vec2_features_through_preprocess(videos, tmp_path, tiny_wav2vec2): 
     paths = ClipPaths.of(tmp_path, "other")
     pp.preprocess_clip(videos["other"], paths, options)
     assert layout.read_features(paths).shape == (100, 32)
-    assert layout.read_meta(paths).audio_features == FeatureSpec("wav2vec2", str(tiny_wav2vec2), 32, normalise="utterance")
+    assert layout.read_meta(paths).audio_features == FeatureSpec("wav2vec2", str(tiny_wav2vec2), 32, normalise="utterance-gated")
 
 
 def test_bad_clips_are_skipped_with_their_reason(videos, tmp_path):
@@ -194,7 +194,7 @@ def test_resume_after_an_interrupted_run(videos, tmp_path, monkeypatch):
     assert layout.read_meta(finished).extra["identity"] == "ann"
     assert len({e.split for e in report.manifest}) == 1
 
-    with pytest.raises(SplatPortraitError, match=r"clips/good was made with --size 64 and mel \(80-d, 50 Hz, utterance-normalised\) audio features, not --size 128"):
+    with pytest.raises(SplatPortraitError, match=r"clips/good was made with --size 64 and mel \(80-d, 50 Hz, utterance-normalised, loudness-gated\) audio features, not --size 128"):
         pp.preprocess(inputs, tmp_path, pp.ClipOptions(size=128), workers=1)
     renamed = tmp_path / "elsewhere" / "good.mp4"
     renamed.parent.mkdir()

@@ -75,6 +75,24 @@ def test_running_normalisation_converges_to_the_utterance_statistics():
     assert np.abs(live[:5] - offline[:5]).mean() > 0.05
 
 
+def test_the_running_loudness_gate_converges_to_the_offline_one():
+    from splat_portrait.audio.features import make_extractor
+
+    def live(samples, normalise):
+        stream = streaming_extractor(FeatureSpec("mel", None, 80, normalise=normalise))
+        assert isinstance(stream, RunningNormalised) and stream.spec.normalise == normalise
+        return np.concatenate([stream.push(c) for c in random_chunks(samples, high=4000)] + [stream.finish()])
+
+    # Steady noise: the running gate (and statistics) reach the offline ones, about 0.16.
+    noise = (np.random.default_rng(4).standard_normal(16000 * 6) * 0.003).astype(np.float32)
+    offline = make_extractor("mel", normalise="utterance-gated")(noise)
+    gated = live(noise, "utterance-gated")
+    assert np.abs(gated[-50:] - offline[-50:]).mean() < 0.05 * np.abs(offline[-50:]).mean()
+    # Speech swings past the gate within its first syllables: from then on the gate is 1.
+    speech = load_speech(SPEECH)
+    np.testing.assert_array_equal(live(speech, "utterance-gated")[50:], live(speech, "utterance")[50:])
+
+
 def test_models_on_wav2vec2_features_are_refused_for_streaming_with_the_reason():
     spec = FeatureSpec("wav2vec2", "facebook/wav2vec2-base", 768)
     with pytest.raises(SplatPortraitError, match="live streaming needs a model trained on mel features"):

@@ -63,7 +63,7 @@ def test_clip_folder_holds_exactly_the_layout(data_dir):
     assert np.array(cameras["intrinsics"]).shape == (40, 4) and np.array(cameras["c2w"]).shape == (40, 4, 4)
     meta = json.loads(paths.meta.read_text())
     assert (meta["id"], meta["num_frames"], meta["duration"], meta["synthetic"]) == (paths.id, 40, SECONDS, True)
-    assert meta["audio_features"] == {"extractor": "mel", "model": None, "dim": 80, "rate_hz": 50, "normalise": "utterance"}
+    assert meta["audio_features"] == {"extractor": "mel", "model": None, "dim": 80, "rate_hz": 50, "normalise": "utterance-gated"}
     assert (meta["synth"]["seed"], meta["synth"]["index"], meta["synth"]["speech"]) == (SEED, 1, "voiced")
     depth, mouth = np.load(paths.depth), np.load(paths.mouth_open)
     assert (depth.dtype, depth.shape, mouth.dtype, mouth.shape) == (np.float16, (40, SIZE, SIZE), np.float32, (40,))

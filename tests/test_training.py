@@ -335,7 +335,7 @@ def test_train_dynamic_cli_from_a_stage_one_checkpoint(data_dir, static_ckpt, tm
     assert not torch.equal(before["generator.unet.conv_out.weight"], after["generator.unet.conv_out.weight"])
     meta = load_checkpoint(run / "dynamic.ckpt")[1]
     assert meta["stage"] == "dynamic" and meta["step"] == 2
-    assert FeatureSpec.from_json(meta["feature_spec"]) == FeatureSpec("mel", None, 80, normalise="utterance")
+    assert FeatureSpec.from_json(meta["feature_spec"]) == FeatureSpec("mel", None, 80, normalise="utterance-gated")
     assert list((run / "tb").glob("events.out.tfevents.*"))
 
 
@@ -354,7 +354,7 @@ def test_stage_two_refuses_features_from_another_extractor(data_dir, static_ckpt
         meta = layout.read_meta(paths)
         layout.write_meta(paths, dataclasses.replace(meta, audio_features=FeatureSpec("wav2vec2", "some/model", 80)))
     config = TrainConfig("dynamic", str(other), init=str(static_ckpt), steps=1, **FAST)
-    with pytest.raises(SplatPortraitError, match=r"audio features come from wav2vec2 'some/model' \(80-d, 50 Hz\) but the checkpoint was trained with mel \(80-d, 50 Hz, utterance-normalised\)"):  # fmt: skip
+    with pytest.raises(SplatPortraitError, match=r"audio features come from wav2vec2 'some/model' \(80-d, 50 Hz\) but the checkpoint was trained with mel \(80-d, 50 Hz, utterance-normalised, loudness-gated\)"):  # fmt: skip
         train(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

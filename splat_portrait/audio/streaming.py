@@ -12,7 +12,7 @@ a live stream cannot make it before 280 ms of audio past ``t`` have arrived (``L
 
 Per-utterance normalisation cannot be done live (it needs the whole clip's statistics);
 :class:`RunningNormalised` uses the statistics of the features so far instead, which converge to
-the clip's within the first seconds of speech.
+the clip's within the first seconds of speech; so does its loudness gate (the swing of the hops so far).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splat_portrait.audio.features import HOP, FeatureSpec, MelExtractor, extractor_for
+from splat_portrait.audio.features import HOP, FeatureSpec, MelExtractor, extractor_for, hop_log_energy, loudness_gate
 from splat_portrait.audio.windows import LOOKAHEAD_FEATURES, LOOKBACK_FEATURES, frames_ready, window_indices
 from splat_portrait.errors import SplatPortraitError
 
@@ -82,28 +82,53 @@ class StreamingMel:
         return self._features(count)
 
 
-class RunningNormalised:
-    """Per-dimension standardisation with the mean and deviation of every feature so far (Welford's update)."""
+class Welford:
+    """Running mean and deviation (population) of arrays of one shape, one sample at a time."""
 
-    def __init__(self, inner: StreamingExtractor) -> None:
+    def __init__(self, shape: tuple[int, ...] = ()) -> None:
+        self.count = 0
+        self.mean = np.zeros(shape, np.float64)
+        self._m2 = np.zeros(shape, np.float64)
+
+    def add(self, value: np.ndarray | float) -> None:
+        self.count += 1
+        delta = value - self.mean
+        self.mean = self.mean + delta / self.count
+        self._m2 = self._m2 + delta * (value - self.mean)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self._m2 / max(self.count, 1))
+
+
+class RunningNormalised:
+    """Per-dimension standardisation with the mean and deviation of every feature so far; with
+    ``gated``, times the loudness gate of every whole hop so far (the offline extractors' rules)."""
+
+    def __init__(self, inner: StreamingExtractor, gated: bool = False) -> None:
         self.inner = inner
-        self.spec = dataclasses.replace(inner.spec, normalise="utterance")
-        self._count = 0
-        self._mean = np.zeros(inner.spec.dim, np.float64)
-        self._m2 = np.zeros(inner.spec.dim, np.float64)
+        self.gated = gated
+        self.spec = dataclasses.replace(inner.spec, normalise="utterance-gated" if gated else "utterance")
+        self._features = Welford((inner.spec.dim,))
+        self._energy = Welford()
+        self._partial_hop = np.zeros(0, np.float32)
 
     def _normalise(self, features: np.ndarray) -> np.ndarray:
         out = np.empty_like(features)
         for i, f in enumerate(features.astype(np.float64)):
-            self._count += 1
-            delta = f - self._mean
-            self._mean += delta / self._count
-            self._m2 += delta * (f - self._mean)
-            std = np.sqrt(self._m2 / self._count)
-            out[i] = (f - self._mean) / np.maximum(std, 1e-3)
-        return out
+            self._features.add(f)
+            out[i] = (f - self._features.mean) / np.maximum(self._features.std, 1e-3)
+        return out * loudness_gate(float(self._energy.std)) if self.gated else out
+
+    def _hear(self, samples: np.ndarray) -> None:
+        pending = np.concatenate([self._partial_hop, np.asarray(samples, np.float32).reshape(-1)])
+        whole = len(pending) // HOP * HOP
+        for energy in hop_log_energy(pending[:whole]):
+            self._energy.add(energy)
+        self._partial_hop = pending[whole:]
 
     def push(self, samples: np.ndarray) -> np.ndarray:
+        self._hear(samples)
         return self._normalise(self.inner.push(samples))
 
     def finish(self) -> np.ndarray:
@@ -119,7 +144,7 @@ def streaming_extractor(spec: FeatureSpec) -> StreamingExtractor:
         )
     extractor_for(spec)  # the same checks as animate: an unknown normalisation is refused here
     mel = StreamingMel()
-    return RunningNormalised(mel) if spec.normalise == "utterance" else mel
+    return mel if spec.normalise == "none" else RunningNormalised(mel, gated=spec.normalise == "utterance-gated")
 
 
 def lookahead_features(seconds: float | None) -> int:

@@ -52,7 +52,7 @@ class ClipOptions:
     jpeg_quality: int = 95
     audio_features: str = "mel"
     audio_model: str | None = None
-    audio_norm: str = "utterance"
+    audio_norm: str = "utterance-gated"
     min_seconds: float = 1.0
     # Below this share of frames with a face the clip is rejected; gaps above it are interpolated.
     min_face_fraction: float = 0.8

@@ -34,7 +34,7 @@ class SynthConfig:
     speech: SpeechKind = "auto"
     jpeg_quality: int = 95
     # The audio feature normalisation (audio/features.py); match the real clips trained beside these.
-    audio_norm: str = "utterance"
+    audio_norm: str = "utterance-gated"
 
     @property
     def num_frames(self) -> int:
