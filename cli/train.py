@@ -129,6 +129,9 @@ def train_dynamic(
         0, "--mouth-code-steps", min=0,
         help="Steps fitting the mouth predictor on every real frame before stage II renders (the bundled model: 300; 0: keep --init's).",
     ),
+    mouth_code_noise: float = typer.Option(
+        0.3, "--mouth-code-noise", min=0.0, help="Std of the noise on the audio features while the mouth predictor is fitted (against learning clips by heart).",
+    ),
     sds_views: str = _SDS_VIEWS,
     sds_crop: str = _SDS_CROP,
     depth_smoothness: float = _SMOOTH,
@@ -146,7 +149,7 @@ def train_dynamic(
         "dynamic", data_dir, init=str(init.resolve()), resolution=resolution, steps=steps, batch_size=batch_size,
         lpips_weight=lpips_weight, sds_weight=sds_weight, prior=prior, vggface=vggface, freeze_static=freeze_static,
         mouth_weight=mouth_weight, lip_weight=lip_weight, lip_gap_weight=lip_gap_weight, still_weight=still_weight, sds_views=sds_views, sds_crop=sds_crop, depth_smoothness_weight=depth_smoothness,
-        mouth_code_channels=mouth_code_channels, mouth_code_steps=mouth_code_steps, seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
+        mouth_code_channels=mouth_code_channels, mouth_code_steps=mouth_code_steps, mouth_code_noise=mouth_code_noise, seed=seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, workers=workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     _run(config, output, device, resume)
 

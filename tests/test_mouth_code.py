@@ -120,7 +120,7 @@ def test_fitting_the_predictor_lowers_its_loss_and_needs_landmarks(data_dir, tmp
     with torch.no_grad():
         after = concordance_loss(predictor(windows), codes).item()
     assert after < 0.6 * before, (before, after)
-    assert record["steps"] == 100 and record["clips"] == 2 and record["frames"] == 29
+    assert record["steps"] == 100 and record["clips"] == 2 and record["frames"] == 29 and record["noise"] == 0.3
     bare = tmp_path / "bare"
     write_synthetic_dataset(bare, 1, seed=5, config=SynthConfig(seconds=0.6, size=SIZE, speech="voiced"), test_fraction=0.0)
     with pytest.raises(SplatPortraitError, match="has face landmarks; the mouth predictor learns from preprocessed real clips"):
@@ -132,6 +132,8 @@ def test_mouth_code_settings_are_checked():
         TrainConfig("static", "d", mouth_code_channels=8)
     with pytest.raises(ValueError, match="mouth_code_channels and mouth_code_steps must not be negative"):
         TrainConfig("dynamic", "d", init="x", mouth_code_steps=-1)
+    with pytest.raises(ValueError, match="mouth_code_noise must not be negative, got -0.1"):
+        TrainConfig("dynamic", "d", init="x", mouth_code_noise=-0.1)
 
 
 def test_train_dynamic_builds_fits_and_freezes_the_predictor(data_dir, tmp_path):
@@ -141,14 +143,14 @@ def test_train_dynamic_builds_fits_and_freezes_the_predictor(data_dir, tmp_path)
     common = ["train-dynamic", str(data_dir), "--init", str(static), "--steps", "2", "--batch-size", "2", "--lpips-weight", "0", "--lip-weight", "1", "--freeze-static"]
     result = runner.invoke(app, [*common, "-o", str(tmp_path / "none"), "--mouth-code-steps", "5"])
     assert result.exit_code == 1 and "this decoder has none; add --mouth-code-channels" in result.output
-    result = runner.invoke(app, [*common, "-o", str(tmp_path / "run"), "--mouth-code-channels", "8", "--mouth-code-steps", "20"])
+    result = runner.invoke(app, [*common, "-o", str(tmp_path / "run"), "--mouth-code-channels", "8", "--mouth-code-steps", "20", "--mouth-code-noise", "0.2"])
     assert result.exit_code == 0, result.output
     model, meta = load_checkpoint(tmp_path / "run" / "dynamic.ckpt")
     assert model.config.dynamic.mouth_code_channels == 8
-    assert meta["mouth_code_fit"]["steps"] == 20 and meta["mouth_code_fit"]["frames"] == 29
+    assert meta["mouth_code_fit"]["steps"] == 20 and meta["mouth_code_fit"]["frames"] == 29 and meta["mouth_code_fit"]["noise"] == 0.2
     # The generator was frozen; the predictor was fitted, then left alone by the render steps.
     torch.testing.assert_close(model.generator.state_dict(), load_model(static).generator.state_dict())
-    result = runner.invoke(app, [*common[:5], "1", *common[6:], "-o", str(tmp_path / "again"), "--mouth-code-channels", "8", "--mouth-code-steps", "20"])
+    result = runner.invoke(app, [*common[:5], "1", *common[6:], "-o", str(tmp_path / "again"), "--mouth-code-channels", "8", "--mouth-code-steps", "20", "--mouth-code-noise", "0.2"])
     assert result.exit_code == 0, result.output
     once = load_model(tmp_path / "again" / "dynamic.ckpt")
     torch.testing.assert_close(once.dynamic.mouth.state_dict(), model.dynamic.mouth.state_dict())

@@ -221,7 +221,9 @@ class Trainer:
         if not model.config.dynamic.mouth_code_channels:
             raise SplatPortraitError("--mouth-code-steps fits a mouth predictor, but this decoder has none; add --mouth-code-channels")
         assert isinstance(self.dataset, DynamicDataset)
-        record = fit_mouth_predictor(model.dynamic.mouth, self.dataset, config.mouth_code_steps, seed=config.seed)
+        record = fit_mouth_predictor(
+            model.dynamic.mouth, self.dataset, config.mouth_code_steps, seed=config.seed, noise=config.mouth_code_noise
+        )
         log.info("mouth predictor: %d steps on %d frames of %d clips, loss %.3f", record["steps"], record["frames"], record["clips"], record["final_loss"])
         return record
 

@@ -25,10 +25,6 @@ from splat_portrait.data.datasets import DynamicDataset
 from splat_portrait.errors import SplatPortraitError
 from splat_portrait.models.mouth_code import MouthPredictor, mouth_code
 
-# Gaussian noise on the (per-utterance normalised) features: a cheap guard against learning clips by heart.
-FEATURE_NOISE = 0.1
-
-
 @dataclass
 class CodedClip:
     """One clip's features (T, D) and its frames' mouth codes relative to its mean (F, 2), for the frames with a face."""
@@ -81,9 +77,13 @@ def sample(clips: list[CodedClip], count: int, rng: np.random.Generator) -> tupl
 
 
 def fit_mouth_predictor(
-    predictor: MouthPredictor, dataset: DynamicDataset, steps: int, lr: float = 1e-3, batch_size: int = 256, seed: int = 0
+    predictor: MouthPredictor, dataset: DynamicDataset, steps: int, lr: float = 1e-3, batch_size: int = 256, seed: int = 0,
+    noise: float = 0.3,
 ) -> dict:
-    """Fit ``predictor`` in place on ``dataset``'s clips with landmarks; returns a record for the checkpoint."""
+    """Fit ``predictor`` in place on ``dataset``'s clips with landmarks; returns a record for the checkpoint.
+
+    ``noise``: std of Gaussian noise on the (normalised) features, a cheap guard against learning clips by heart.
+    """
     clips = coded_clips(dataset)
     device = next(predictor.parameters()).device
     rng = np.random.default_rng(seed)
@@ -94,7 +94,7 @@ def fit_mouth_predictor(
     predictor.train()
     for _ in range(steps):
         windows, codes = sample(clips, batch_size, rng)
-        windows = windows + FEATURE_NOISE * torch.randn(windows.shape, generator=generator)
+        windows = windows + noise * torch.randn(windows.shape, generator=generator)
         loss = concordance_loss(predictor(windows.to(device)), codes.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,6 +103,6 @@ def fit_mouth_predictor(
     predictor.eval()
     tail = losses[-50:]
     return {
-        "steps": steps, "clips": len(clips), "frames": int(sum(len(c.frames) for c in clips)),
+        "steps": steps, "noise": noise, "clips": len(clips), "frames": int(sum(len(c.frames) for c in clips)),
         "seconds": round(time.perf_counter() - started, 1), "final_loss": float(np.mean(tail)) if tail else None,
     }  # fmt: skip
