@@ -4,7 +4,7 @@
 # of the default model's data, and writes benchmarks/results/default_model.json, from which
 # scripts/figures.py makes MODEL_CARD.md's evaluation table.
 #
-#   bash scripts/evaluate_default_model.sh        # from the repo root, after `make install` (about 15 min on 2 cores)
+#   bash scripts/evaluate_default_model.sh        # from the repo root, after `make install` (about 25 min on 2 cores)
 #
 # The data is made as scripts/train_default_model.sh makes it (the corpus of data/corpus.json, split
 # by identity), so the held-out clips are of people the model never trained on.
@@ -15,18 +15,21 @@ PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/default-model}
 VIDEOS=${VIDEOS:-$RUNS/videos}
 DATA=$RUNS/data
-# The commit of the previous bundled model (the same static head; stage II without the mouth code).
-PREVIOUS=9ab865a
+# The commit of the previous bundled model (the same static head; the mouth code at lip weight 1),
+# trained on utterance-normalised features without the loudness gate: it is scored on data made that way.
+PREVIOUS=a11eaa4
+PREVIOUS_DATA=$RUNS/data-utterance
 
 mirrors=(); [ -n "${MIRRORS:-}" ] && mirrors=(--mirrors "$MIRRORS")
 $PY scripts/corpus.py gather -o "$VIDEOS" "${mirrors[@]}"  # brings only what is missing or changed
 [ -f "$DATA/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA" --size 128
+[ -f "$PREVIOUS_DATA/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$PREVIOUS_DATA" --size 128 --audio-norm utterance
 mkdir -p "$RUNS/previous-model"
 git archive "$PREVIOUS" splat_portrait/assets/default | tar -x -C "$RUNS/previous-model"
 for method in model previous copy-source; do
   case $method in
     model) args=("$DATA" --model splat_portrait/assets/default) ;;
-    previous) args=("$DATA" --model "$RUNS/previous-model/splat_portrait/assets/default") ;;
+    previous) args=("$PREVIOUS_DATA" --model "$RUNS/previous-model/splat_portrait/assets/default") ;;
     copy-source) args=("$DATA" --model splat_portrait/assets/default --baseline copy-source) ;;
   esac
   # The previous model and the baseline do not change: scored once.

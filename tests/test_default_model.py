@@ -6,7 +6,6 @@ import wave
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -70,12 +69,6 @@ def _motion(frames, box):
 MOUTH_BOX, UPPER_FACE_BOX = (0.36, 0.62, 0.64, 0.82), (0.25, 0.25, 0.75, 0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bundled model's mouth now moves 15x as much as its upper face in speech, but in room tone it moves more "
-    "(0.6x): per-utterance normalisation stretches the noise to a speech-like spread, which the mouth predictor "
-    "hears as speech (issue 14); strict, so a model that passes turns this into a failure until the mark is removed",
-)
 def test_the_bundled_model_moves_the_lips_with_speech_not_the_whole_face():
     """Frame 0 is the source view, which even an untrained generator reproduces; this asks for talking."""
     from skimage import data
