@@ -13,6 +13,7 @@ from splat_portrait.cli.app import app
 from splat_portrait.media.audio import load_audio, write_wav
 from splat_portrait.media.ffmpeg import probe
 from splat_portrait.media.video import read_frames
+from splat_portrait.metrics.motion import MOUTH_BOX, UPPER_FACE_BOX, region_motion
 from splat_portrait.models.config import ModelConfig, preset
 from splat_portrait.runtime.model_dir import DEFAULT_MODEL_DIR, open_model_dir
 from splat_portrait.splats import read_ply
@@ -58,17 +59,6 @@ def test_bundled_model_animates_two_seconds_of_the_bundled_example(tmp_path):
     assert len(read_ply(ply).means) == 128 * 128
 
 
-def _motion(frames, box):
-    """Mean over the pixels of ``box`` (x0, y0, x1, y1 in crop coordinates) of each pixel's spread over time."""
-    size = frames.shape[1]
-    x0, y0, x1, y1 = (round(v * size) for v in box)
-    return float(frames[:, y0:y1, x0:x1].astype(np.float64).std(axis=0).mean())
-
-
-# Boxes of the FFHQ-style framing every render shares: the mouth, and the upper face (eyes, brows, forehead).
-MOUTH_BOX, UPPER_FACE_BOX = (0.36, 0.62, 0.64, 0.82), (0.25, 0.25, 0.75, 0.5)
-
-
 def test_the_bundled_model_moves_the_lips_with_speech_not_the_whole_face():
     """Frame 0 is the source view, which even an untrained generator reproduces; this asks for talking."""
     from skimage import data
@@ -82,6 +72,6 @@ def test_the_bundled_model_moves_the_lips_with_speech_not_the_whole_face():
     quiet = (np.random.default_rng(0).standard_normal(4 * 16000) * 10 ** (-50 / 20)).astype(np.float32)
     talking = pipe(portrait, speech).frames
     silent = pipe(portrait, quiet).frames
-    mouth, upper = _motion(talking, MOUTH_BOX), _motion(talking, UPPER_FACE_BOX)
+    mouth, upper = region_motion(talking, MOUTH_BOX), region_motion(talking, UPPER_FACE_BOX)
     assert mouth > 3 * upper, (mouth, upper)
-    assert mouth > 2 * _motion(silent, MOUTH_BOX), (mouth, _motion(silent, MOUTH_BOX))
+    assert mouth > 2 * region_motion(silent, MOUTH_BOX), (mouth, region_motion(silent, MOUTH_BOX))
