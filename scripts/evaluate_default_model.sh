@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scores the bundled default model (splat_portrait/assets/default/, run with ONNX Runtime exactly as
-# `animate` runs it), the model it replaced and the copy-source baseline on the held-out identities
+# `animate` runs it), the model it was preferred over and the copy-source baseline on the held-out identities
 # of the default model's data, and writes benchmarks/results/default_model.json, from which
 # scripts/figures.py makes MODEL_CARD.md's evaluation table.
 #
@@ -15,21 +15,19 @@ PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/default-model}
 VIDEOS=${VIDEOS:-$RUNS/videos}
 DATA=$RUNS/data
-# The commit of the previous bundled model (the same static head; the mouth code at lip weight 1),
-# trained on utterance-normalised features without the loudness gate: it is scored on data made that way.
-PREVIOUS=a11eaa4
-PREVIOUS_DATA=$RUNS/data-utterance
+# The commit of the model this one was preferred over (the same static head; stage II on the whole
+# 127-clip listing, lip-shape and lip-gap losses at 10; see scripts/train_default_model.sh).
+PREVIOUS=2dd52c5
 
 mirrors=(); [ -n "${MIRRORS:-}" ] && mirrors=(--mirrors "$MIRRORS")
 $PY scripts/corpus.py gather -o "$VIDEOS" "${mirrors[@]}"  # brings only what is missing or changed
 [ -f "$DATA/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$DATA" --size 128
-[ -f "$PREVIOUS_DATA/manifest.jsonl" ] || $PY scripts/corpus.py preprocess "$VIDEOS" -o "$PREVIOUS_DATA" --size 128 --audio-norm utterance
 mkdir -p "$RUNS/previous-model"
 git archive "$PREVIOUS" splat_portrait/assets/default | tar -x -C "$RUNS/previous-model"
 for method in model previous copy-source; do
   case $method in
     model) args=("$DATA" --model splat_portrait/assets/default) ;;
-    previous) args=("$PREVIOUS_DATA" --model "$RUNS/previous-model/splat_portrait/assets/default") ;;
+    previous) args=("$DATA" --model "$RUNS/previous-model/splat_portrait/assets/default") ;;
     copy-source) args=("$DATA" --model splat_portrait/assets/default --baseline copy-source) ;;
   esac
   # The previous model and the baseline do not change: scored once.

@@ -38,6 +38,8 @@ SOURCES = {
     "views-previous": ("views_previous.json", ".venv/bin/python benchmarks/views.py --model runs/before-footprint/splat_portrait/assets/default --json benchmarks/results/views_previous.json"),
     "ablation-views": ("ablation_views.json", "RUNS=runs/abl INIT=runs/v2/static/static.ckpt PRIOR=runs/abl/prior.ckpt bash scripts/ablate_view_terms.sh"),
     "stream": ("stream.json", ".venv/bin/python benchmarks/stream.py --json benchmarks/results/stream.json"),
+    "talking": ("talking.json", ".venv/bin/python benchmarks/talking.py --model \"same weights, no loudness gate (a11eaa4)=runs/default-model/a11eaa4/splat_portrait/assets/default\" "
+                "--model \"stage II on all 127 clips (2dd52c5)=runs/default-model/previous-model/splat_portrait/assets/default\" --json benchmarks/results/talking.json"),
 }
 
 
@@ -120,7 +122,7 @@ def _evaluation_rows(report: dict, label: str) -> list[list[str]]:
 def default_model_table() -> str:
     data = load("default-model")
     rows = [
-        *_evaluation_rows(data["model"], "bundled model"), *_evaluation_rows(data["previous"], "previous bundled model"),
+        *_evaluation_rows(data["model"], "bundled model"), *_evaluation_rows(data["previous"], "stage II on all 127 clips, lip losses at 10 (2dd52c5)"),
         *_evaluation_rows(data["copy_source"], "copy-source baseline"),
     ]  # fmt: skip
     headers = ["method (same-identity, held-out identities)", "clips", "PSNR ↑", "SSIM ↑", "CSIM ↑ (dlib)", "mouth r ↑", "mouth amp (1 = real)", "LMD ↓"]
@@ -143,7 +145,7 @@ def lipsync_table() -> str:
                "mouth amp (1 = real)", "expert offset 0"]  # fmt: skip
     previous = load("lipsync-previous")
     ours, copy_source = _lipsync_rows(data, "bundled model")
-    rows = [ours, _lipsync_rows(previous, "previous bundled model")[0], copy_source]
+    rows = [ours, _lipsync_rows(previous, "stage II on all 127 clips, lip losses at 10 (2dd52c5)")[0], copy_source]
     return table(headers, rows) + "\n\n" + provenance(data, "lipsync") + "\n" + provenance(previous, "lipsync-previous")
 
 
@@ -194,6 +196,14 @@ def sync_expert_table() -> str:
     return table(headers, rows) + "\n\n" + provenance(data, "sync-expert")
 
 
+def talking_table() -> str:
+    data = load("talking")
+    rows = [[r["model"], f"{r['mouth']:.2f}", f"{r['upper_face']:.2f}", f"{r['mouth_over_upper']:.1f}x", f"{r['mouth_room_tone']:.2f}",
+             f"{r['speech_over_room_tone']:.1f}x"] for r in data["rows"]]  # fmt: skip
+    headers = ["astronaut, 4 s (8-bit levels)", "mouth, speech", "upper face, speech", "mouth / upper face", "mouth, room tone", "speech / room tone"]
+    return table(headers, rows) + "\n\n" + provenance(data, "talking")
+
+
 def _views_row(label: str, row: dict) -> list[str]:
     csim = score(row["csim"], "csim", "-")
     tearing = ("-", "-") if row["tearing_mean"] is None else (f"{row['tearing_mean']:+.2f}", f"{row['tearing_worst']:+.2f} ({row['worst_view']})")
@@ -230,6 +240,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "default-model": default_model_table,
     "lipsync": lipsync_table,
     "sync-expert": sync_expert_table,
+    "talking": talking_table,
     "ablation-mouth": ablation_table,
     "ablation-mouth-long": lambda: ablation_table("ablation-mouth-long"),
     "ablation-mouth-code": lambda: ablation_table("ablation-mouth-code"),
