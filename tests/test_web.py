@@ -232,6 +232,20 @@ def canvas_image(page) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(page.locator("canvas").screenshot())).convert("RGB")).astype(np.float64)
 
 
+def settled_canvas_image(page, tries: int = 40) -> np.ndarray:
+    """The canvas once it stops changing: the orbit controls ease the camera in (a fraction of the way
+    per animation tick) and the splats are depth-sorted in a worker, so on a busy machine the first
+    pictures can still be on their way to the view asked for."""
+    previous = canvas_image(page)
+    for _ in range(tries):
+        page.wait_for_timeout(250)
+        current = canvas_image(page)
+        if np.abs(current - previous).mean() < 0.05:
+            return current
+        previous = current
+    raise AssertionError(f"the canvas still changed after {tries} captures 250 ms apart")
+
+
 def drag(page, dx: float) -> None:
     box = page.locator("canvas").bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -339,8 +353,7 @@ def test_the_viewer_draws_what_our_renderer_draws_at_the_source_view(browser, tm
     page = browser.new_page(viewport={"width": 400, "height": 460})
     page.goto(page_path.as_uri())
     page.wait_for_function("window.splatViewer && window.splatViewer.shown === 0 && window.splatViewer.drawn > 10", timeout=60000)
-    page.wait_for_timeout(500)
-    theirs = Image.fromarray(canvas_image(page).astype(np.uint8)).resize((128, 128), Image.BILINEAR)
+    theirs = Image.fromarray(settled_canvas_image(page).astype(np.uint8)).resize((128, 128), Image.BILINEAR)
     theirs = np.asarray(theirs).astype(np.float64)
     # The viewer draws on its own background colour, our renderer on the generator's: compare the face.
     face = (slice(32, 112), slice(32, 96))
@@ -348,7 +361,7 @@ def test_the_viewer_draws_what_our_renderer_draws_at_the_source_view(browser, tm
     psnr = 10 * np.log10(255**2 / mse)
     assert result.frames == 25
     # gsplat.js composites by its own rules (integer depth sort, no early stop, its own cut-off),
-    # so the pictures agree roughly, not exactly: 19.8 dB measured; a blank, mirrored or
+    # so the pictures agree roughly, not exactly: 20.4 dB measured once settled; a blank, mirrored or
     # head moved by 4 pixels scores under 17.5 (mirrored 12.8, blank 7.3).
     assert psnr > 18, f"PSNR {psnr:.1f} dB between the browser's and our render"
     page.close()
